@@ -1,0 +1,25 @@
+"""batchdiff: derivatives of a small NumPy function at millions of points at once.
+
+Write the function for one point; batchdiff traces it into a scalar tape,
+differentiates the tape, and runs it over the whole batch.
+
+>>> import numpy as np, batchdiff as bd
+>>> f = lambda v: 3 * v[0] ** 3 - v[1] ** 2
+>>> bd.grad(f)(np.array([[2.0, 3.0]]))
+array([[36., -6.]])
+"""
+from . import numpy
+from .api import (Transformed, grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp)
+from .errors import (BackendUnavailableError, BatchDiffError, LeakedTracerError, ShapeError,
+                     TracerConversionError, UnsupportedOperationError)
+from .graph import Tape
+from .numpy import detach, stop_gradient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp",
+    "stop_gradient", "detach", "numpy", "Tape", "Transformed",
+    "BatchDiffError", "TracerConversionError", "UnsupportedOperationError",
+    "LeakedTracerError", "ShapeError", "BackendUnavailableError",
+]

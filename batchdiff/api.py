@@ -1,0 +1,361 @@
+"""The public transforms: grad, value_and_grad, jacobian, hessian, jvp, vjp, hvp.
+
+Each returns a ``Transformed`` function. Called on arrays, it traces the per-point
+function once per argument shape (cached), builds the derivative tape with ``ad``,
+and runs it over the batch with the chosen executor. Called on traced values (inside
+another transform), it inlines its derivative tape into the enclosing trace instead,
+so transforms compose: ``bd.jacobian(bd.hessian(f))`` gives third derivatives.
+
+Every transform takes the same options:
+
+argnums: int or tuple of ints, which positional arguments to differentiate; a
+    tuple gives a tuple of results. The others are constants of the derivative.
+in_axes: 0 (default), None, or one entry per argument: the batch axis of each
+    argument, or None for an argument shared by all points (as ``jax.vmap``).
+backend: None (chosen from the inputs), "numpy" (the reference interpreter),
+    "numba" or "cupy".
+method: "auto", "replay" or "compiled": the executor of the numba/cupy back ends.
+mode: "auto", "forward" or "reverse": the AD mode (jacobian, hessian); "auto"
+    builds both and keeps the smaller tape.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ad, batching, kernels
+from .errors import ShapeError
+from .graph import Var, active_graphs, replay
+from .simplify import strip_stops
+from .tracer import TracedArray, _has_tracer, _objects, trace
+
+KINDS = ("grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp")
+
+
+@dataclass(frozen=True)
+class Program:
+    """A derivative tape and how to read the transform's results off its outputs.
+
+    ``outputs`` mirrors the result's structure (nested tuples); each leaf is an integer
+    array, shaped like that result for one point, of tape output positions.
+    ``tape`` keeps ``stop`` instructions (it may be differentiated again when inlined);
+    ``executable`` is the same program with them removed, ready to run.
+    """
+    tape: object
+    outputs: object
+    out_shape: tuple
+    captured: tuple
+
+    @functools.cached_property
+    def executable(self):
+        return strip_stops(self.tape)
+
+
+def _check_mode(mode):
+    if mode not in ad.MODES:
+        raise ValueError(f"mode={mode!r}: use one of {ad.MODES}")
+
+
+def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
+    """Trace ``f`` at argument ``shapes`` and build the tape of transform ``kind``."""
+    tape, out_shape, captured = trace(f, shapes, dtype)
+    sizes = [math.prod(s) for s in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    wrt = [k for i in argnums for k in range(offsets[i], offsets[i] + sizes[i])]
+    wrt_off = np.concatenate([[0], np.cumsum([sizes[i] for i in argnums])]).astype(int)
+    m = len(tape.outputs)
+
+    def per_arg(first, shape_of):
+        """Leaves for each argnum: positions first + wrt offset + element index."""
+        return tuple(first + wrt_off[a] + np.arange(sizes[i]).reshape(shape_of(i))
+                     for a, i in enumerate(argnums))
+
+    if kind in ("grad", "value_and_grad", "hvp") and out_shape != ():
+        raise ShapeError(
+            f"{kind} needs a function with a scalar output, but it returned shape {out_shape}: "
+            "use vjp with a cotangent, or jacobian" + (
+                " (hvp of a vector function: vjp of a jvp, or hessian)" if kind == "hvp" else ""))
+    if kind in ("grad", "value_and_grad"):
+        with_value = kind == "value_and_grad"
+        dtape = ad.jacobian_tape(tape, wrt, "reverse", with_value=with_value)
+        grads = per_arg(int(with_value), lambda i: shapes[i])
+        outputs = (np.array(0), grads) if with_value else grads
+    elif kind == "jacobian":
+        dtape = ad.jacobian_tape(tape, wrt, mode)
+        n = len(wrt)
+        outputs = tuple((np.arange(m)[:, None] * n + wrt_off[a] + np.arange(sizes[i])[None, :])
+                        .reshape(out_shape + shapes[i]) for a, i in enumerate(argnums))
+    elif kind == "hessian":
+        dtape, index = ad.hessian_tape(tape, wrt, mode)
+        n = len(wrt)
+        full = np.empty((m, n, n), dtype=int)
+        for (j, a, b), pos in index.items():
+            full[j, a, b] = full[j, b, a] = pos
+        outputs = tuple(
+            tuple(full[:, wrt_off[a]:wrt_off[a + 1], wrt_off[c]:wrt_off[c + 1]]
+                  .reshape(out_shape + shapes[i] + shapes[k])
+                  for c, k in enumerate(argnums))
+            for a, i in enumerate(argnums))
+    elif kind == "jvp":
+        dtape = ad.jvp_tape(tape, wrt)
+        outputs = (np.arange(m).reshape(out_shape), (m + np.arange(m)).reshape(out_shape))
+    elif kind == "vjp":
+        dtape = ad.vjp_tape(tape, wrt)
+        outputs = (np.arange(m).reshape(out_shape), per_arg(m, lambda i: shapes[i]))
+    elif kind == "hvp":
+        dtape = ad.hvp_tape(tape, wrt)
+        outputs = per_arg(0, lambda i: shapes[i])
+    else:
+        raise ValueError(f"unknown transform {kind!r}")
+    return Program(dtape, outputs, out_shape, tuple(captured))
+
+
+def _unpack(kind, spec, single, pick):
+    """Results shaped like ``spec``; per-argnum tuples collapse when argnums was an int."""
+    def build(s):
+        return tuple(build(x) for x in s) if isinstance(s, tuple) else pick(s)
+
+    res = build(spec)
+    if not single or kind == "jvp":
+        return res
+    if kind == "hessian":
+        return res[0][0]
+    if kind in ("value_and_grad", "vjp"):
+        return res[0], res[1][0]
+    return res[0]
+
+
+class Transformed:
+    """A function transformed by batchdiff: call it on a batch, or inspect its work.
+
+    ``g(*args)`` evaluates on a batch (leading axis of every argument with
+    ``in_axes`` 0). ``g.tape(*args)`` is the simplified scalar program that runs for
+    those arguments; ``g.source(*args, backend=...)`` the kernel source generated from it.
+    """
+
+    def __init__(self, f, kind, argnums=0, in_axes=0, backend=None, method="auto",
+                 mode="auto"):
+        if not callable(f):
+            raise TypeError(f"batchdiff.{kind} needs a function, got {type(f).__name__}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown transform {kind!r}")
+        self.f, self.kind, self.in_axes = f, kind, in_axes
+        self.single = isinstance(argnums, (int, np.integer))
+        self.argnums = (int(argnums),) if self.single else tuple(argnums)
+        if not self.argnums or not all(isinstance(a, (int, np.integer)) for a in self.argnums):
+            raise TypeError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
+        if len(set(self.argnums)) != len(self.argnums):
+            raise ValueError(f"argnums {argnums!r} repeats an argument")
+        _check_mode(mode)
+        kernels.check_choice(backend, method)
+        self.backend, self.method, self.mode = backend, method, mode
+        self._programs: dict = {}
+        functools.update_wrapper(self, f, updated=())
+
+    def __repr__(self):
+        return f"<batchdiff.{self.kind} of {getattr(self.f, '__name__', self.f)!r}>"
+
+    @property
+    def n_extra(self) -> int:
+        """How many arguments after f's own: tangents (jvp, hvp) or a cotangent (vjp)."""
+        return {"jvp": len(self.argnums), "hvp": len(self.argnums), "vjp": 1}.get(self.kind, 0)
+
+    def _split(self, args):
+        n_f = len(args) - self.n_extra
+        if n_f < 1:
+            what = {"jvp": "tangent", "hvp": "tangent", "vjp": "cotangent"}[self.kind]
+            raise TypeError(f"{self.kind} takes the function's arguments followed by "
+                            f"{self.n_extra} {what} array(s); got {len(args)} argument(s)")
+        for a in self.argnums:
+            if not -n_f <= a < n_f:
+                raise ValueError(f"argnums={a} but the function was given {n_f} argument(s)")
+        return args[:n_f], args[n_f:]
+
+    def _argnums(self, n_f):
+        return tuple(a % n_f for a in self.argnums)
+
+    def _program(self, shapes, dtype) -> Program:
+        key = (tuple(shapes), np.dtype(dtype).str)
+        prog = self._programs.get(key)
+        if prog is None:
+            prog = build_program(self.kind, self.f, shapes, self._argnums(len(shapes)),
+                                 self.mode, dtype)
+            self._programs[key] = prog
+        return prog
+
+    # -- calling ------------------------------------------------------------------------
+    def __call__(self, *args):
+        if any(_has_tracer(a) for a in args):
+            return self._inline(args)
+        prim, extra = self._split(args)
+        batch = batching.prepare(prim, self.in_axes, self.backend)
+        prog = self._program(batch.shapes, batch.dtype)
+        extra_blocks = self._extra_blocks(extra, batch, prog)
+        flat = kernels.execute(prog.executable, batch.blocks + extra_blocks, batch,
+                               self.backend, self.method)
+        return _unpack(self.kind, prog.outputs, self.single,
+                       lambda idx: batch.take(flat, idx))
+
+    def _extra_blocks(self, extra, batch, prog):
+        """Tangents / cotangent as input blocks, checked against the shapes they must have."""
+        if self.kind == "vjp":
+            shapes, what = [prog.out_shape], "cotangent (shaped like the function's output)"
+        else:
+            shapes = [batch.shapes[i] for i in self._argnums(len(batch.shapes))]
+            what = "tangent (shaped like the argument it goes with)"
+        blocks = []
+        for k, (v, shape) in enumerate(zip(extra, shapes)):
+            blocks.append(batching.extra_block(v, shape, batch, f"{self.kind} {what} #{k}"))
+        return blocks
+
+    def _inline(self, args):
+        """Called inside another trace: splice this transform's tape into that graph."""
+        stack = active_graphs()
+        if not stack:
+            from .errors import LeakedTracerError
+            raise LeakedTracerError("a traced value was passed to a transformed function "
+                                    "outside of any trace; it escaped an earlier trace")
+        graph = stack[-1]
+        prim, extra = self._split(args)
+        objs = [_objects(a) for a in prim]
+        dtype = next((a.dtype for a in args if isinstance(a, TracedArray)), np.float64)
+        prog = build_program(self.kind, self.f, [o.shape for o in objs],
+                             self._argnums(len(objs)), self.mode, dtype)
+        inputs = [graph.operand(v) for o in objs for v in o.ravel()]
+        inputs += [graph.operand(v) for v in prog.captured]
+        for v in extra:
+            inputs += [graph.operand(x) for x in _objects(v).ravel()]
+        if len(inputs) != prog.tape.n_inputs:
+            raise ShapeError(f"{self.kind}: tangent/cotangent sizes do not match the "
+                             "function's arguments/output")
+        vals = replay(graph, prog.tape, inputs)
+        nodes = np.empty(len(prog.tape.outputs), dtype=object)
+        for k, o in enumerate(prog.tape.outputs):
+            nodes[k] = Var(graph, vals[o])
+        return _unpack(self.kind, prog.outputs, self.single,
+                       lambda idx: TracedArray(nodes[idx], dtype))
+
+    # -- inspection ---------------------------------------------------------------------
+    def tape(self, *args):
+        """The simplified tape that runs for these arguments (a batch, as for a call).
+
+        >>> import numpy as np, batchdiff as bd
+        >>> t = bd.grad(lambda v: 3 * v[0] ** 3 - v[1] ** 2).tape(np.ones((1, 2)))
+        >>> t.num_ops
+        4
+        """
+        prim, _ = self._split(args)
+        batch = batching.prepare(prim, self.in_axes, self.backend)
+        return self._program(batch.shapes, batch.dtype).executable
+
+    def source(self, *args, backend="numba"):
+        """The kernel source a back end generates for these arguments, as a string."""
+        return kernels.source(self.tape(*args), backend)
+
+
+def grad(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+    """Gradient of a scalar function at every point: ``grad(f)(X)`` has the shape of X.
+
+    Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> f = lambda v: 3 * v[0] ** 3 - v[1] ** 2
+    >>> bd.grad(f)(np.array([[2.0, 3.0], [1.0, 1.0]]))
+    array([[36., -6.],
+           [ 9., -2.]])
+    """
+    return Transformed(f, "grad", argnums, in_axes, backend, method, mode)
+
+
+def value_and_grad(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+    """``(f(X), grad(f)(X))`` from one tape: values ``(B,)`` and gradients.
+
+    Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> value, g = bd.value_and_grad(lambda x: np.sum(x ** 2))(np.array([[1.0, 2.0]]))
+    >>> value, g
+    (array([5.]), array([[2., 4.]]))
+    """
+    return Transformed(f, "value_and_grad", argnums, in_axes, backend, method, mode)
+
+
+def jacobian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+    """Jacobian at every point, shaped ``(B, *out_shape, *in_shape)``.
+
+    Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> F = lambda x: np.stack([x[0] ** 2, x[0] * x[1], x[1] ** 2])
+    >>> bd.jacobian(F)(np.array([[2.0, 3.0]]))
+    array([[[4., 0.],
+            [3., 2.],
+            [0., 6.]]])
+    """
+    return Transformed(f, "jacobian", argnums, in_axes, backend, method, mode)
+
+
+def hessian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+    """Hessian at every point, ``(B, *out_shape, *in_shape, *in_shape)``.
+
+    Vector-valued functions get one Hessian per output. Only the upper triangle is
+    computed; the result is symmetric. ``mode="forward"`` uses hyper-dual numbers
+    (forward over forward), ``"reverse"`` forward over reverse.
+
+    Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> bd.hessian(lambda v: v[0] ** 2 * v[1])(np.array([[1.0, 2.0]]))
+    array([[[4., 2.],
+            [2., 0.]]])
+    """
+    return Transformed(f, "hessian", argnums, in_axes, backend, method, mode)
+
+
+def jvp(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+    """Jacobian-vector product: ``jvp(f)(X, V)`` is ``(f(X), J·V)``.
+
+    Call with f's arguments, then one tangent per differentiated argument, each
+    shaped like that argument (per point ``(B, ...)`` or shared). With several
+    argnums, J·V sums over them.
+
+    Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> y, t = bd.jvp(lambda x: x ** 2)(np.array([[1.0, 2.0]]), np.array([[1.0, 1.0]]))
+    >>> t
+    array([[2., 4.]])
+    """
+    return Transformed(f, "jvp", argnums, in_axes, backend, method, mode)
+
+
+def vjp(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+    """Vector-Jacobian product: ``vjp(f)(X, U)`` is ``(f(X), Jᵀ·U)``; U shaped like f(X).
+
+    PyTorch's ``y.backward(u)`` for a non-scalar ``y``.
+
+    Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> y, xbar = bd.vjp(lambda x: x ** 2)(np.array([[0.0, 1.0, 2.0]]), np.ones(3))
+    >>> xbar
+    array([[0., 2., 4.]])
+    """
+    return Transformed(f, "vjp", argnums, in_axes, backend, method, mode)
+
+
+def hvp(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+    """Hessian-vector product of a scalar function: ``hvp(f)(X, V)`` is H·V, shaped like X.
+
+    Forward over reverse: it never forms H.
+
+    Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> bd.hvp(lambda v: v[0] ** 2 * v[1])(np.array([[1.0, 2.0]]), np.array([[1.0, 0.0]]))
+    array([[4., 2.]])
+    """
+    return Transformed(f, "hvp", argnums, in_axes, backend, method, mode)

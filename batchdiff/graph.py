@@ -1,0 +1,265 @@
+"""The scalar SSA tape and the hash-consing builder that makes it.
+
+A ``Tape`` is a straight-line scalar program: a tuple of ``Instr`` (op name, argument
+positions, and a value for inputs and constants), a tuple of output positions, and
+the number of inputs, which always come first. It is frozen, hashable and printable.
+
+A ``Graph`` builds tapes. Every node is hash-consed (the same op on the same arguments
+is the same node, so common subexpressions are shared for free) and passes through
+``simplify.rewrite`` (constant folding and algebraic identities) before it is made.
+``Var`` is a handle on one node whose Python operators build new nodes; the tracer
+wraps arrays of them, and the derivative rules in ``ops.py`` are written with them.
+"""
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from . import simplify
+from .errors import LeakedTracerError, TracerConversionError
+from .ops import OPS
+
+
+class Instr(NamedTuple):
+    op: str                       # "input", "const", or a key of ops.OPS
+    args: tuple                   # positions of earlier instructions
+    value: float | int | None = None  # constant value, or input index
+
+
+@dataclass(frozen=True)
+class Tape:
+    """A straight-line scalar program; inputs are instructions ``0 .. n_inputs-1``.
+
+    >>> import batchdiff as bd, numpy as np
+    >>> print(bd.grad(lambda v: v[0] * v[1]).tape(np.ones((1, 2))))
+    tape: 2 inputs, 0 ops, 2 outputs
+      %0 = input 0
+      %1 = input 1
+      out[0] = %1
+      out[1] = %0
+    """
+    instrs: tuple
+    outputs: tuple
+    n_inputs: int
+
+    @property
+    def num_ops(self) -> int:
+        """Instructions that compute something (not inputs, not constants)."""
+        return sum(1 for ins in self.instrs if ins.op not in ("input", "const"))
+
+    def __len__(self):
+        return len(self.instrs)
+
+    def __str__(self):
+        lines = [f"tape: {self.n_inputs} inputs, {self.num_ops} ops, {len(self.outputs)} outputs"]
+        for i, ins in enumerate(self.instrs):
+            if ins.op in ("input", "const"):
+                lines.append(f"  %{i} = {ins.op} {ins.value!r}")
+            else:
+                lines.append(f"  %{i} = {ins.op}({', '.join(f'%{a}' for a in ins.args)})")
+        lines.extend(f"  out[{k}] = %{o}" for k, o in enumerate(self.outputs))
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<Tape {self.n_inputs} inputs, {self.num_ops} ops, {len(self.outputs)} outputs>"
+
+
+_state = threading.local()
+
+
+def active_graphs() -> list:
+    """The graphs being traced in this thread, outermost first."""
+    if not hasattr(_state, "stack"):
+        _state.stack = []
+    return _state.stack
+
+
+class Graph:
+    """A mutable, hash-consed builder of one tape."""
+
+    def __init__(self):
+        self.instrs: list[Instr] = []
+        self._index: dict = {}
+        self.n_inputs = 0
+        self.captured: list[Var] = []   # Vars of enclosing traces used here, as extra inputs
+        self._capture_index: dict = {}
+
+    # -- context ----------------------------------------------------------------------
+    def __enter__(self):
+        active_graphs().append(self)
+        return self
+
+    def __exit__(self, *exc):
+        active_graphs().remove(self)
+
+    @property
+    def depth(self) -> int:
+        stack = active_graphs()
+        return stack.index(self) if self in stack else -1
+
+    # -- making nodes -----------------------------------------------------------------
+    def _intern(self, key, instr) -> int:
+        node = self._index.get(key)
+        if node is None:
+            node = len(self.instrs)
+            self.instrs.append(instr)
+            self._index[key] = node
+        return node
+
+    def input(self) -> int:
+        k = self.n_inputs
+        self.n_inputs += 1
+        return self._intern(("input", k), Instr("input", (), k))
+
+    def const(self, value) -> int:
+        v = float(value)
+        return self._intern(("const", struct.pack("<d", v)), Instr("const", (), v))
+
+    def const_value(self, node: int):
+        """The value of ``node`` if it is a constant, else None."""
+        ins = self.instrs[node]
+        return ins.value if ins.op == "const" else None
+
+    def add(self, op: str, args: tuple) -> int:
+        """Node ``op(*args)`` after folding and identities; existing node if seen before."""
+        if OPS[op].commutative and args[0] > args[1]:
+            args = (args[1], args[0])
+        node = simplify.rewrite(self, op, args)
+        if node is not None:
+            return node
+        return self._intern((op, args), Instr(op, args))
+
+    def operand(self, x) -> int:
+        """The node for ``x``: a Var of this graph, a Var of an enclosing trace, or a number."""
+        if isinstance(x, Var):
+            if x.graph is self:
+                return x.id
+            return self._capture(x)
+        if isinstance(x, (bool, int, float)) or _is_real_scalar(x):
+            return self.const(x)
+        raise TypeError(f"cannot use {type(x).__name__} {x!r} in a traced computation")
+
+    def _capture(self, var) -> int:
+        outer = var.graph.depth
+        if outer < 0 or outer >= self.depth:
+            raise LeakedTracerError(
+                "a traced value was used outside the function call that traced it "
+                "(it was stored in a global or a closure and escaped); return it instead")
+        key = (id(var.graph), var.id)
+        node = self._capture_index.get(key)
+        if node is None:
+            node = self.input()
+            self._capture_index[key] = node
+            self.captured.append(var)
+        return node
+
+    def apply(self, op: str, args) -> Var:
+        return apply(op, args)
+
+    # -- finishing --------------------------------------------------------------------
+    def finish(self, outputs) -> Tape:
+        """Freeze into a ``Tape``: dead code removed, inputs first (in input order)."""
+        return compact(self.instrs, outputs, self.n_inputs)
+
+
+def compact(instrs, outputs, n_inputs) -> Tape:
+    """Dead-code elimination and renumbering; inputs are kept even when unused."""
+    live = [False] * len(instrs)
+    for o in outputs:
+        live[o] = True
+    for i in range(len(instrs) - 1, -1, -1):
+        if live[i]:
+            for a in instrs[i].args:
+                live[a] = True
+    inputs = sorted((ins.value, i) for i, ins in enumerate(instrs) if ins.op == "input")
+    order = [i for _, i in inputs] + [
+        i for i, ins in enumerate(instrs) if live[i] and ins.op != "input"]
+    new = {old: k for k, old in enumerate(order)}
+    out_instrs = tuple(
+        Instr(instrs[i].op, tuple(new[a] for a in instrs[i].args), instrs[i].value)
+        for i in order)
+    return Tape(out_instrs, tuple(new[o] for o in outputs), n_inputs)
+
+
+def replay(graph: Graph, tape: Tape, inputs) -> list[int]:
+    """Rebuild ``tape`` inside ``graph`` with its inputs bound to nodes ``inputs``.
+
+    Returns the node of every tape instruction. Rewrites and CSE apply again, so
+    replaying with some inputs bound to constants specialises the program.
+    """
+    vals: list[int] = [0] * len(tape.instrs)
+    for i, ins in enumerate(tape.instrs):
+        if ins.op == "input":
+            vals[i] = inputs[ins.value]
+        elif ins.op == "const":
+            vals[i] = graph.const(ins.value)
+        else:
+            vals[i] = graph.add(ins.op, tuple(vals[a] for a in ins.args))
+    return vals
+
+
+def _is_real_scalar(x) -> bool:
+    import numpy as np
+    return isinstance(x, np.generic) and (
+        np.issubdtype(type(x), np.floating) or np.issubdtype(type(x), np.integer)
+        or isinstance(x, np.bool_))
+
+
+def apply(op: str, args) -> Var:
+    """``op(*args)`` as a Var in the innermost graph among the Vars in ``args``."""
+    graph = None
+    for a in args:
+        if isinstance(a, Var) and (graph is None or (
+                a.graph is not graph and a.graph.depth > graph.depth)):
+            graph = a.graph
+    if graph is None:
+        raise TypeError(f"{op} needs at least one traced argument")
+    return Var(graph, graph.add(op, tuple(graph.operand(a) for a in args)))
+
+
+class Var:
+    """A handle on one scalar node; Python arithmetic on it builds the graph."""
+    __slots__ = ("graph", "id")
+    __hash__ = None  # == builds a node, so Vars are not hashable
+
+    def __init__(self, graph: Graph, node: int):
+        self.graph = graph
+        self.id = node
+
+    def __repr__(self):
+        return f"Var(%{self.id})"
+
+    def __add__(self, o): return apply("add", (self, o))
+    def __radd__(self, o): return apply("add", (o, self))
+    def __sub__(self, o): return apply("sub", (self, o))
+    def __rsub__(self, o): return apply("sub", (o, self))
+    def __mul__(self, o): return apply("mul", (self, o))
+    def __rmul__(self, o): return apply("mul", (o, self))
+    def __truediv__(self, o): return apply("div", (self, o))
+    def __rtruediv__(self, o): return apply("div", (o, self))
+    def __pow__(self, o): return apply("pow", (self, o))
+    def __rpow__(self, o): return apply("pow", (o, self))
+    def __neg__(self): return apply("neg", (self,))
+    def __pos__(self): return self
+    def __abs__(self): return apply("abs", (self,))
+    def __lt__(self, o): return apply("lt", (self, o))
+    def __le__(self, o): return apply("le", (self, o))
+    def __gt__(self, o): return apply("gt", (self, o))
+    def __ge__(self, o): return apply("ge", (self, o))
+    def __eq__(self, o): return apply("eq", (self, o))
+    def __ne__(self, o): return apply("ne", (self, o))
+
+    def __bool__(self):
+        raise TracerConversionError(
+            "a traced value has no truth value while batchdiff traces your function "
+            "(Python `if`, `and`, `or`, `while` on it): branch with np.where(cond, a, b) instead")
+
+    def __float__(self):
+        raise TracerConversionError(
+            "float() of a traced value: it has no number while batchdiff traces your function. "
+            "If you are filling a NumPy array, build the result with np.stack([...]) or "
+            "bd.numpy.array([...]) instead of assigning into np.zeros(...)")
+
+    __int__ = __index__ = __complex__ = __float__

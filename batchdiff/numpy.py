@@ -1,0 +1,84 @@
+"""``bd.numpy``: NumPy names that work on traced values and on plain arrays alike.
+
+Inside a function batchdiff traces, ``np.sin(x)`` already works (NumPy dispatches
+to the traced value). This namespace adds what NumPy cannot dispatch: building an
+array from traced values (``array``, ``asarray``), and ``zeros``/``ones`` that accept
+item assignment of traced values. Outside a trace everything here is plain NumPy.
+
+>>> import numpy as np, batchdiff as bd
+>>> def f(x):
+...     out = bd.numpy.zeros(2)
+...     out[0] = x[0] * x[1]
+...     out[1] = bd.numpy.sin(x[0])
+...     return out
+>>> bd.jacobian(f)(np.array([[0.0, 2.0]]))
+array([[[2., 0.],
+        [1., 0.]]])
+"""
+import numpy as _np
+from numpy import (  # noqa: F401  (re-exported: they dispatch to traced values)
+    abs, absolute, arccos, arcsin, arctan, arctan2, clip, concatenate, cos, cosh, cross,
+    diag, dot, einsum, exp, exp2, expm1, hstack, hypot, log, log1p, log2, log10, matmul,
+    maximum, mean, minimum, outer, power, prod, reshape, sign, sin, sinh, sqrt, square,
+    stack, sum, tan, tanh, trace, transpose, vstack, where, zeros_like, ones_like,
+    pi, e, inf, nan)
+
+from .graph import active_graphs as _active_graphs
+from .graph import apply as _apply
+from .graph import Var as _Var
+from .tracer import TracedArray as _TracedArray
+from .tracer import _has_tracer, _objects
+
+linalg_norm = _np.linalg.norm
+
+
+def array(obj, dtype=None):
+    """``np.array`` that also stacks traced values: ``array([x[0] ** 2, x[1]])``."""
+    if _has_tracer(obj):
+        return _TracedArray(_objects(obj).copy(), dtype or _np.float64)
+    return _np.array(obj, dtype=dtype)
+
+
+def asarray(obj, dtype=None):
+    """``np.asarray`` that passes traced values through (and stacks lists of them)."""
+    if isinstance(obj, _TracedArray):
+        return obj
+    if _has_tracer(obj):
+        return array(obj, dtype)
+    return _np.asarray(obj, dtype=dtype)
+
+
+def _filled(shape, value, dtype):
+    if _active_graphs():
+        return _TracedArray(_np.full(shape, float(value), dtype=object), dtype or _np.float64)
+    return _np.full(shape, value, dtype=dtype or _np.float64)
+
+
+def zeros(shape, dtype=None):
+    """Zeros that accept traced values by item assignment while tracing."""
+    return _filled(shape, 0.0, dtype)
+
+
+def ones(shape, dtype=None):
+    """Ones that accept traced values by item assignment while tracing."""
+    return _filled(shape, 1.0, dtype)
+
+
+def stop_gradient(x):
+    """The value of ``x`` with no derivative flowing through it (``tensor.detach()``).
+
+    >>> import numpy as np, batchdiff as bd
+    >>> f = lambda x: np.sum(bd.stop_gradient(x * x) * x)
+    >>> bd.grad(f)(np.array([[0.0, 1.0, 2.0, 3.0]]))
+    array([[0., 1., 4., 9.]])
+    """
+    if not _has_tracer(x):
+        return x
+    stop = _np.frompyfunc(lambda v: _apply("stop", (v,)) if isinstance(v, _Var) else v, 1, 1)
+    result = stop(_objects(x))
+    out = _np.empty(_np.shape(result), dtype=object)
+    out[...] = result
+    return _TracedArray(out, getattr(x, "dtype", _np.float64))
+
+
+detach = stop_gradient

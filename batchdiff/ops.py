@@ -1,0 +1,134 @@
+"""The one list of primitive scalar ops.
+
+Every op the tape can hold is one ``Op`` entry below: its value rule (a NumPy
+function, which is also how the reference interpreter and constant folding run it),
+its local partial derivatives (written with ``Var`` arithmetic, so they build graph
+nodes), and its spelling for the two code-generation targets. Forward mode, reverse
+mode and Hessians are all derived from these partials; nothing else in the package
+knows an op's calculus. Adding an op means adding one entry here (and, if NumPy
+users should reach it, one line in ``tracer.UFUNCS``); ``tests/test_ops.py`` fails
+for an entry with anything missing.
+
+Spellings are format strings over the argument expressions ``{0}``, ``{1}``, ``{2}``:
+``py`` is Python/Numba source (``np`` is NumPy), ``c`` is CUDA C where ``{f}`` is the
+float32 suffix of a math function (``sin{f}`` -> ``sinf``) and ``{T}`` the C type.
+
+Derived operations (``square``, ``reciprocal``, ``log10`` ...) are written in terms of
+these primitives in ``tracer.py`` and add no rules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    arity: int
+    value: Callable              # NumPy implementation, elementwise on arrays or scalars
+    partials: Callable | None    # (*args, out) -> tuple of Var|None, one per argument
+    py: str                      # Python / Numba spelling
+    c: str                       # CUDA C spelling
+    commutative: bool = False
+
+
+def _call(name, *args):
+    """Build node ``name(*args)`` in the graph of the first Var among ``args``."""
+    for a in args:
+        if hasattr(a, "graph"):
+            return a.graph.apply(name, args)
+    raise TypeError(f"_call({name}) needs a traced argument")
+
+
+def _cmp(ufunc):
+    def value(a, b):
+        return ufunc(a, b).astype(np.result_type(a, b))
+    return value
+
+
+def _where(c, a, b):
+    return np.where(c != 0, a, b)
+
+
+def _select(c, a, b):
+    """Partial of where(c, a, b) with respect to a (1 where c holds) or b (swap a, b)."""
+    return _call("where", c, a, b)
+
+
+OPS: dict[str, Op] = {}
+
+
+def _op(name, arity, value, partials, py, c, commutative=False):
+    OPS[name] = Op(name, arity, value, partials, py, c, commutative)
+
+
+# --- arithmetic ----------------------------------------------------------------------
+_op("add", 2, np.add, lambda a, b, y: (1.0, 1.0), "({0} + {1})", "({0} + {1})", True)
+_op("sub", 2, np.subtract, lambda a, b, y: (1.0, -1.0), "({0} - {1})", "({0} - {1})")
+_op("mul", 2, np.multiply, lambda a, b, y: (b, a), "({0} * {1})", "({0} * {1})", True)
+_op("div", 2, np.divide, lambda a, b, y: (1.0 / b, -y / b), "({0} / {1})", "({0} / {1})")
+_op("neg", 1, np.negative, lambda a, y: (-1.0,), "(-{0})", "(-{0})")
+_op("pow", 2, np.power,
+    lambda a, b, y: (b * a ** (b - 1.0), y * _call("log", a)),
+    "({0} ** {1})", "pow{f}({0}, {1})")
+
+# --- powers, exponentials, logarithms ------------------------------------------------
+_op("sqrt", 1, np.sqrt, lambda a, y: (0.5 / y,), "np.sqrt({0})", "sqrt{f}({0})")
+_op("exp", 1, np.exp, lambda a, y: (y,), "np.exp({0})", "exp{f}({0})")
+_op("log", 1, np.log, lambda a, y: (1.0 / a,), "np.log({0})", "log{f}({0})")
+_op("log1p", 1, np.log1p, lambda a, y: (1.0 / (1.0 + a),), "np.log1p({0})", "log1p{f}({0})")
+_op("expm1", 1, np.expm1, lambda a, y: (y + 1.0,), "np.expm1({0})", "expm1{f}({0})")
+
+# --- trigonometric and hyperbolic ------------------------------------------------------
+_op("sin", 1, np.sin, lambda a, y: (_call("cos", a),), "np.sin({0})", "sin{f}({0})")
+_op("cos", 1, np.cos, lambda a, y: (-_call("sin", a),), "np.cos({0})", "cos{f}({0})")
+_op("tan", 1, np.tan, lambda a, y: (1.0 + y * y,), "np.tan({0})", "tan{f}({0})")
+_op("asin", 1, np.arcsin, lambda a, y: (1.0 / _call("sqrt", 1.0 - a * a),),
+    "np.arcsin({0})", "asin{f}({0})")
+_op("acos", 1, np.arccos, lambda a, y: (-1.0 / _call("sqrt", 1.0 - a * a),),
+    "np.arccos({0})", "acos{f}({0})")
+_op("atan", 1, np.arctan, lambda a, y: (1.0 / (1.0 + a * a),), "np.arctan({0})", "atan{f}({0})")
+_op("atan2", 2, np.arctan2,
+    lambda a, b, y: (b / (a * a + b * b), -a / (a * a + b * b)),
+    "np.arctan2({0}, {1})", "atan2{f}({0}, {1})")
+_op("sinh", 1, np.sinh, lambda a, y: (_call("cosh", a),), "np.sinh({0})", "sinh{f}({0})")
+_op("cosh", 1, np.cosh, lambda a, y: (_call("sinh", a),), "np.cosh({0})", "cosh{f}({0})")
+_op("tanh", 1, np.tanh, lambda a, y: (1.0 - y * y,), "np.tanh({0})", "tanh{f}({0})")
+_op("hypot", 2, np.hypot, lambda a, b, y: (a / y, b / y),
+    "np.hypot({0}, {1})", "hypot{f}({0}, {1})", True)
+
+# --- piecewise ----------------------------------------------------------------------
+# At a tie, max/min pass the whole derivative to the first argument (a subgradient).
+_op("abs", 1, np.abs, lambda a, y: (_call("sign", a),), "abs({0})", "fabs{f}({0})")
+_op("sign", 1, np.sign, lambda a, y: (None,),
+    "(1.0 if {0} > 0 else (-1.0 if {0} < 0 else {0}))",
+    "(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0})))")
+_op("max", 2, np.maximum,
+    lambda a, b, y: (_select(a >= b, 1.0, 0.0), _select(a >= b, 0.0, 1.0)),
+    "max({0}, {1})", "fmax{f}({0}, {1})")
+_op("min", 2, np.minimum,
+    lambda a, b, y: (_select(a <= b, 1.0, 0.0), _select(a <= b, 0.0, 1.0)),
+    "min({0}, {1})", "fmin{f}({0}, {1})")
+_op("where", 3, _where,
+    lambda c, a, b, y: (None, _select(c, 1.0, 0.0), _select(c, 0.0, 1.0)),
+    "({1} if {0} != 0 else {2})", "(({0}) != 0 ? ({1}) : ({2}))")
+
+# --- comparisons: 1.0 or 0.0, derivative zero ------------------------------------------
+_op("lt", 2, _cmp(np.less), lambda a, b, y: (None, None), "float({0} < {1})", "({T})({0} < {1})")
+_op("le", 2, _cmp(np.less_equal), lambda a, b, y: (None, None),
+    "float({0} <= {1})", "({T})({0} <= {1})")
+_op("gt", 2, _cmp(np.greater), lambda a, b, y: (None, None), "float({0} > {1})", "({T})({0} > {1})")
+_op("ge", 2, _cmp(np.greater_equal), lambda a, b, y: (None, None),
+    "float({0} >= {1})", "({T})({0} >= {1})")
+_op("eq", 2, _cmp(np.equal), lambda a, b, y: (None, None),
+    "float({0} == {1})", "({T})({0} == {1})", True)
+_op("ne", 2, _cmp(np.not_equal), lambda a, b, y: (None, None),
+    "float({0} != {1})", "({T})({0} != {1})", True)
+
+# --- the identity that blocks derivatives ------------------------------------------------
+_op("stop", 1, np.positive, lambda a, y: (None,), "{0}", "{0}")
+
+COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})

@@ -1,0 +1,472 @@
+"""Tracing: running a per-point NumPy function on arrays of scalar graph nodes.
+
+``TracedArray`` is what the user's function receives: an array-like of fixed shape
+whose elements are ``Var`` handles (or plain floats for constants). NumPy ufuncs reach
+it through ``__array_ufunc__`` and NumPy functions through ``__array_function__``;
+both map onto the primitive ops of ``ops.py``. Structural functions (reshape, stack,
+indexing ...) and the ones NumPy builds from ``+`` and ``*`` (sum, dot, matmul, cross,
+einsum ...) run NumPy's own code on the object array of elements.
+
+The tracer knows nothing of derivatives.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import TracerConversionError, UnsupportedOperationError
+from .graph import Graph, Var, apply
+from .ops import OPS
+
+
+def _elementwise(op: str):
+    """A scalar function for ``op`` on Vars and floats (floats alone fold in NumPy)."""
+    value = OPS[op].value
+
+    def fn(*args):
+        if any(isinstance(a, Var) for a in args):
+            return apply(op, args)
+        with np.errstate(all="ignore"):
+            return float(value(*(np.float64(a) for a in args)))
+    return fn
+
+
+def _where_fn(c, a, b):
+    if isinstance(c, Var):
+        return apply("where", (c, a, b))
+    return a if c else b
+
+
+_add, _mul, _div, _log, _exp = (_elementwise(n) for n in ("add", "mul", "div", "log", "exp"))
+_ne, _eq, _abs, _sub = (_elementwise(n) for n in ("ne", "eq", "abs", "sub"))
+_max = _elementwise("max")
+
+# NumPy ufunc -> scalar function. Primitives map to one op; derived ones are written
+# in terms of primitives and need no derivative rule of their own.
+UFUNCS = {
+    np.add: _add, np.subtract: _sub, np.multiply: _mul, np.true_divide: _div,
+    np.power: _elementwise("pow"), np.float_power: _elementwise("pow"),
+    np.negative: _elementwise("neg"), np.absolute: _abs, np.fabs: _abs,
+    np.sqrt: _elementwise("sqrt"), np.exp: _exp, np.log: _log,
+    np.log1p: _elementwise("log1p"), np.expm1: _elementwise("expm1"),
+    np.sin: _elementwise("sin"), np.cos: _elementwise("cos"), np.tan: _elementwise("tan"),
+    np.arcsin: _elementwise("asin"), np.arccos: _elementwise("acos"),
+    np.arctan: _elementwise("atan"), np.arctan2: _elementwise("atan2"),
+    np.sinh: _elementwise("sinh"), np.cosh: _elementwise("cosh"), np.tanh: _elementwise("tanh"),
+    np.hypot: _elementwise("hypot"), np.maximum: _max, np.minimum: _elementwise("min"),
+    np.sign: _elementwise("sign"),
+    np.less: _elementwise("lt"), np.less_equal: _elementwise("le"),
+    np.greater: _elementwise("gt"), np.greater_equal: _elementwise("ge"),
+    np.equal: _eq, np.not_equal: _ne,
+    # derived
+    np.positive: lambda x: x,
+    np.square: lambda x: _mul(x, x),
+    np.reciprocal: lambda x: _div(1.0, x),
+    np.log2: lambda x: _mul(_log(x), 1.0 / math.log(2.0)),
+    np.log10: lambda x: _mul(_log(x), 1.0 / math.log(10.0)),
+    np.exp2: lambda x: _exp(_mul(x, math.log(2.0))),
+    np.deg2rad: lambda x: _mul(x, math.pi / 180.0),
+    np.rad2deg: lambda x: _mul(x, 180.0 / math.pi),
+    np.logical_and: lambda a, b: _mul(_ne(a, 0.0), _ne(b, 0.0)),
+    np.logical_or: lambda a, b: _max(_ne(a, 0.0), _ne(b, 0.0)),
+    np.logical_not: lambda a: _eq(a, 0.0),
+    np.isnan: lambda x: _ne(x, x),
+    np.isinf: lambda x: _eq(_abs(x), math.inf),
+    np.isfinite: lambda x: _eq(_sub(x, x), 0.0),
+}
+UFUNCS[np.bitwise_and] = UFUNCS[np.logical_and]
+UFUNCS[np.bitwise_or] = UFUNCS[np.logical_or]
+UFUNCS[np.invert] = UFUNCS[np.logical_not]
+_REDUCIBLE = {np.add: 0.0, np.multiply: 1.0, np.maximum: None, np.minimum: None}
+
+
+def _objects(x):
+    """The object array behind ``x`` (TracedArray, NumPy array, number, nested list)."""
+    if isinstance(x, TracedArray):
+        return x._v
+    if isinstance(x, (list, tuple)):
+        parts = [_objects(e) for e in x]
+        if any(p.shape != parts[0].shape for p in parts):
+            raise ValueError("nested sequence of traced values with unequal shapes: "
+                             f"{[p.shape for p in parts]}")
+        out = np.empty((len(parts),) + (parts[0].shape if parts else ()), dtype=object)
+        for i, p in enumerate(parts):
+            out[i] = p
+        return out
+    if isinstance(x, Var):
+        out = np.empty((), dtype=object)
+        out[()] = x
+        return out
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"cannot use a value of dtype {arr.dtype} in a traced computation: "
+                        "batchdiff handles real numbers (bool, int, float)")
+    return arr.astype(np.float64).astype(object)
+
+
+def _unwrap(x):
+    """Arguments as NumPy sees them: TracedArrays become their object arrays."""
+    if isinstance(x, TracedArray):
+        return x._v
+    if isinstance(x, (list, tuple)):
+        items = [_unwrap(e) for e in x]
+        return type(x)(items) if isinstance(x, list) else tuple(items)
+    return x
+
+
+def _wrap(result, dtype):
+    if isinstance(result, np.ndarray):
+        return TracedArray(result.astype(object, copy=False), dtype)
+    arr = np.empty((), dtype=object)
+    arr[()] = result
+    return TracedArray(arr, dtype)
+
+
+def _dtype_of(args):
+    for a in args:
+        if isinstance(a, TracedArray):
+            return a.dtype
+        if isinstance(a, (list, tuple)):
+            d = _dtype_of(a)
+            if d is not None:
+                return d
+    return None
+
+
+def _has_tracer(x) -> bool:
+    if isinstance(x, (TracedArray, Var)):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_has_tracer(e) for e in x)
+    return False
+
+
+class TracedArray:
+    """The array-like a batchdiff-transformed function receives for one point.
+
+    It supports NumPy ufuncs, the NumPy functions listed in ``HANDLED_FUNCTIONS``,
+    operators (``@`` and ``**`` included), static indexing and slicing, item
+    assignment, ``reshape`` and ``.T``. Its values are unknown while tracing, so
+    Python control flow on them raises; use ``np.where``.
+    """
+    __array_priority__ = 1000
+    __slots__ = ("_v", "dtype")
+    __hash__ = None
+
+    def __init__(self, values: np.ndarray, dtype=np.float64):
+        self._v = values
+        self.dtype = np.dtype(dtype)
+
+    # -- NumPy protocols -------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if kwargs.get("out") is not None:
+            raise UnsupportedOperationError(
+                f"np.{ufunc.__name__}(..., out=...) writes in place, which traced values do not "
+                "support: use the returned value instead")
+        dtype = _dtype_of(inputs)
+        if ufunc is np.matmul and method == "__call__":
+            return _wrap(np.matmul(*(_objects(x) for x in inputs)), dtype)
+        fn = UFUNCS.get(ufunc)
+        if fn is None:
+            raise UnsupportedOperationError(
+                f"np.{ufunc.__name__} is not supported on traced values; supported ufuncs: "
+                + ", ".join(sorted(u.__name__ for u in UFUNCS)))
+        args = [_objects(x) for x in inputs]
+        pyfunc = np.frompyfunc(fn, ufunc.nin, 1)
+        if method == "__call__":
+            return _wrap(pyfunc(*args), dtype)
+        if method == "reduce" and ufunc in _REDUCIBLE:
+            axis = kwargs.get("axis", 0)
+            keepdims = kwargs.get("keepdims", False)
+            (arr,) = args
+            empty = arr.size == 0 or (axis is not None and any(
+                arr.shape[a] == 0 for a in np.atleast_1d(axis)))
+            if empty:
+                if _REDUCIBLE[ufunc] is None:
+                    raise ValueError(f"np.{ufunc.__name__}.reduce of an empty traced array")
+                return _wrap(np.full(np.sum(np.zeros(arr.shape), axis=axis, keepdims=keepdims)
+                                     .shape, _REDUCIBLE[ufunc], dtype=object), dtype)
+            if axis is None:
+                arr, axis = arr.reshape(-1), 0
+            return _wrap(pyfunc.reduce(arr, axis=axis, keepdims=keepdims), dtype)
+        if method == "accumulate" and ufunc in (np.add, np.multiply):
+            return _wrap(pyfunc.accumulate(args[0], axis=kwargs.get("axis", 0)), dtype)
+        if method == "outer":
+            return _wrap(pyfunc.outer(*args), dtype)
+        raise UnsupportedOperationError(
+            f"np.{ufunc.__name__}.{method} is not supported on traced values")
+
+    def __array_function__(self, func, types, args, kwargs):
+        handler = HANDLED_FUNCTIONS.get(func)
+        if handler is None:
+            name = getattr(func, "__module__", "numpy").replace("numpy", "np") + "." + func.__name__
+            raise UnsupportedOperationError(
+                f"{name} is not supported on traced values. Supported NumPy functions: "
+                + ", ".join(sorted(f.__name__ for f in HANDLED_FUNCTIONS)))
+        return handler(*args, **kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        raise TracerConversionError(
+            "np.array/np.asarray of a traced value: it has no numbers while batchdiff traces "
+            "your function. Use np.stack([...]) or bd.numpy.array([...]) to build arrays "
+            "from traced values")
+
+    # -- array attributes ------------------------------------------------------------
+    shape = property(lambda self: self._v.shape)
+    ndim = property(lambda self: self._v.ndim)
+    size = property(lambda self: self._v.size)
+    T = property(lambda self: TracedArray(self._v.T, self.dtype))
+    mT = property(lambda self: TracedArray(np.swapaxes(self._v, -1, -2), self.dtype))
+
+    def __repr__(self):
+        return f"TracedArray(shape={self.shape}, dtype={self.dtype})"
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d traced value")
+        return self.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d traced value")
+        return (TracedArray(np.asarray(self._v[i], dtype=object), self.dtype)
+                if self.ndim > 1 else _wrap(self._v[i], self.dtype)
+                for i in range(self.shape[0]))
+
+    def __getitem__(self, key):
+        if _has_tracer(key if isinstance(key, tuple) else (key,)):
+            raise TracerConversionError(
+                "indexing with a traced value: indices must be known when tracing "
+                "(Python ints, slices, or NumPy arrays); select values with np.where instead")
+        return _wrap(self._v[_unwrap(key)], self.dtype)
+
+    def __setitem__(self, key, value):
+        if _has_tracer(key if isinstance(key, tuple) else (key,)):
+            raise TracerConversionError("assignment at a traced index is not supported: "
+                                        "indices must be known when tracing")
+        self._v[key] = _objects(value)
+
+    def __bool__(self):
+        raise TracerConversionError(
+            "a traced value has no truth value while batchdiff traces your function "
+            "(Python `if`, `and`, `or`, `while` on it): branch with np.where(cond, a, b) instead")
+
+    def __float__(self):
+        raise TracerConversionError(
+            "float() of a traced value: it has no number while batchdiff traces your function. "
+            "If you are filling a NumPy array, build the result with np.stack([...]) or "
+            "bd.numpy.array([...]) instead of assigning into np.zeros(...)")
+
+    __int__ = __index__ = __complex__ = __float__
+
+    # -- methods ---------------------------------------------------------------------
+    def reshape(self, *shape, order="C"):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return TracedArray(self._v.reshape(shape, order=order), self.dtype)
+
+    def transpose(self, *axes):
+        return TracedArray(self._v.transpose(*axes), self.dtype)
+
+    def ravel(self):
+        return TracedArray(self._v.ravel(), self.dtype)
+
+    flatten = ravel
+
+    def squeeze(self, axis=None):
+        return TracedArray(self._v.squeeze(axis), self.dtype)
+
+    def copy(self):
+        return TracedArray(self._v.copy(), self.dtype)
+
+    def astype(self, dtype, copy=True):
+        if np.dtype(dtype).kind != "f":
+            raise TracerConversionError(f"astype({dtype}) of a traced value: only float "
+                                        "dtypes are supported while tracing")
+        return TracedArray(self._v.copy(), dtype)
+
+    def sum(self, axis=None, keepdims=False):
+        return np.sum(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims=False):
+        return np.prod(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return np.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return np.max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return np.min(self, axis=axis, keepdims=keepdims)
+
+    def dot(self, other):
+        return np.dot(self, other)
+
+    # -- operators -------------------------------------------------------------------
+    def __add__(self, o): return np.add(self, o)
+    def __radd__(self, o): return np.add(o, self)
+    def __sub__(self, o): return np.subtract(self, o)
+    def __rsub__(self, o): return np.subtract(o, self)
+    def __mul__(self, o): return np.multiply(self, o)
+    def __rmul__(self, o): return np.multiply(o, self)
+    def __truediv__(self, o): return np.true_divide(self, o)
+    def __rtruediv__(self, o): return np.true_divide(o, self)
+    def __pow__(self, o): return np.power(self, o)
+    def __rpow__(self, o): return np.power(o, self)
+    def __matmul__(self, o): return np.matmul(self, o)
+    def __rmatmul__(self, o): return np.matmul(o, self)
+    def __neg__(self): return np.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return np.absolute(self)
+    def __lt__(self, o): return np.less(self, o)
+    def __le__(self, o): return np.less_equal(self, o)
+    def __gt__(self, o): return np.greater(self, o)
+    def __ge__(self, o): return np.greater_equal(self, o)
+    def __eq__(self, o): return np.equal(self, o)
+    def __ne__(self, o): return np.not_equal(self, o)
+    def __and__(self, o): return np.logical_and(self, o)
+    def __rand__(self, o): return np.logical_and(o, self)
+    def __or__(self, o): return np.logical_or(self, o)
+    def __ror__(self, o): return np.logical_or(o, self)
+    def __invert__(self): return np.logical_not(self)
+
+
+# -- NumPy functions ------------------------------------------------------------------
+
+def _by_numpy(func):
+    """Run NumPy's own ``func`` on the object arrays (it only moves elements or uses + and *)."""
+    def handler(*args, **kwargs):
+        dtype = _dtype_of(args) or _dtype_of(list(kwargs.values()))
+        return _wrap(func(*_unwrap(list(args)), **kwargs), dtype)
+    return handler
+
+
+def _where(condition, x=None, y=None):
+    if x is None or y is None:
+        raise UnsupportedOperationError(
+            "np.where(condition) with one argument (indices of non-zeros) depends on values; "
+            "use the three-argument np.where(condition, x, y)")
+    dtype = _dtype_of([condition, x, y])
+    return _wrap(np.frompyfunc(_where_fn, 3, 1)(_objects(condition), _objects(x), _objects(y)),
+                 dtype)
+
+
+def _reduction(ufunc):
+    def handler(a, axis=None, keepdims=False, **kwargs):
+        if kwargs.get("out") is not None or kwargs.get("where", True) is not True:
+            raise UnsupportedOperationError(
+                f"np.{ufunc.__name__} reductions with out= or where= are not supported")
+        return ufunc.reduce(a if isinstance(a, TracedArray) else _wrap(_objects(a), None),
+                            axis=axis, keepdims=keepdims)
+    return handler
+
+
+def _like(fill):
+    def handler(a, dtype=None, shape=None, **kwargs):
+        shape = np.shape(a._v if isinstance(a, TracedArray) else a) if shape is None else shape
+        return TracedArray(np.full(shape, fill, dtype=object), dtype or getattr(a, "dtype", None))
+    return handler
+
+
+def _full_like(a, fill_value, dtype=None, shape=None, **kwargs):
+    shape = a.shape if shape is None else shape
+    return _wrap(np.broadcast_to(_objects(fill_value), shape).copy(), dtype or a.dtype)
+
+
+def _clip(a, a_min=None, a_max=None, **kwargs):
+    a_min = kwargs.pop("min", a_min)
+    a_max = kwargs.pop("max", a_max)
+    if a_min is not None:
+        a = np.maximum(a, a_min)
+    if a_max is not None:
+        a = np.minimum(a, a_max)
+    return a
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):
+    if ord not in (None, 2, "fro"):
+        raise UnsupportedOperationError(
+            f"np.linalg.norm(ord={ord!r}) is not supported on traced values: "
+            "only the 2-norm / Frobenius norm")
+    return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
+
+
+def _shape(a):
+    return a.shape
+
+
+HANDLED_FUNCTIONS = {
+    # structural: NumPy moves the elements
+    **{f: _by_numpy(f) for f in (
+        np.reshape, np.transpose, np.ravel, np.squeeze, np.expand_dims, np.moveaxis,
+        np.swapaxes, np.stack, np.concatenate, np.hstack, np.vstack, np.column_stack,
+        np.atleast_1d, np.atleast_2d, np.diag, np.diagonal, np.flip, np.roll,
+        np.broadcast_to, np.tile, np.repeat, np.copy, np.triu, np.tril, np.fliplr,
+        np.flipud)},
+    # built by NumPy from + and * on the elements
+    **{f: _by_numpy(f) for f in (
+        np.sum, np.prod, np.mean, np.dot, np.vdot, np.inner, np.outer, np.cross,
+        np.trace, np.einsum, np.tensordot, np.cumsum, np.cumprod, np.kron)},
+    np.where: _where,
+    np.max: _reduction(np.maximum), np.amax: _reduction(np.maximum),
+    np.min: _reduction(np.minimum), np.amin: _reduction(np.minimum),
+    np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
+    np.full_like: _full_like,
+    np.clip: _clip,
+    np.linalg.norm: _norm,
+    np.shape: _shape,
+    np.ndim: lambda a: a.ndim,
+    np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
+}
+
+
+# -- tracing ----------------------------------------------------------------------------
+
+def traced_inputs(graph: Graph, shape, dtype) -> TracedArray:
+    """A TracedArray of fresh input nodes of ``graph`` in row-major order."""
+    n = math.prod(shape)
+    flat = np.empty(n, dtype=object)
+    for i in range(n):
+        flat[i] = Var(graph, graph.input())
+    return TracedArray(flat.reshape(shape), dtype)
+
+
+def output_nodes(graph: Graph, out):
+    """Flatten a traced function's return value into (node ids, shape)."""
+    if not isinstance(out, (TracedArray, Var, list, tuple, np.ndarray, np.generic,
+                            int, float, bool)):
+        raise TypeError(f"the function returned {type(out).__name__}; batchdiff needs it to "
+                        "return an array or a number (one output; stack several with np.stack)")
+    try:
+        arr = _objects(out)
+    except ValueError as e:
+        raise ValueError(f"the function returned a sequence of unequal shapes ({e}); return one "
+                         "array, e.g. np.concatenate of the raveled parts") from None
+    return [graph.operand(v) for v in arr.ravel()], arr.shape
+
+
+def trace(fn, shapes, dtype=np.float64):
+    """Trace ``fn`` on one point whose arguments have ``shapes``.
+
+    Returns ``(tape, out_shape, captured)``: the tape's inputs are the arguments'
+    elements in order (row-major), then one input per value ``captured`` from an
+    enclosing trace (a closure over an outer transform's argument).
+
+    >>> import numpy as np
+    >>> tape, shape, _ = trace(lambda v: np.sin(v[0]) * v[1], [(2,)])
+    >>> print(tape)
+    tape: 2 inputs, 2 ops, 1 outputs
+      %0 = input 0
+      %1 = input 1
+      %2 = sin(%0)
+      %3 = mul(%2, %1)
+      out[0] = %3
+    """
+    g = Graph()
+    with g:
+        args = [traced_inputs(g, s, dtype) for s in shapes]
+        out = fn(*args)
+        nodes, out_shape = output_nodes(g, out)
+    return g.finish(nodes), out_shape, list(g.captured)
