@@ -92,7 +92,7 @@ def _objects(x):
                              f"{[p.shape for p in parts]}")
         out = np.empty((len(parts),) + (parts[0].shape if parts else ()), dtype=object)
         for i, p in enumerate(parts):
-            out[i] = p
+            out[i, ...] = p       # copies elements (out[i] = p would nest a 0-d array)
         return out
     if isinstance(x, Var):
         out = np.empty((), dtype=object)
@@ -245,7 +245,8 @@ class TracedArray:
         if _has_tracer(key if isinstance(key, tuple) else (key,)):
             raise TracerConversionError("assignment at a traced index is not supported: "
                                         "indices must be known when tracing")
-        self._v[key] = _objects(value)
+        obj = _objects(value)
+        self._v[key] = obj[()] if obj.ndim == 0 else obj
 
     def __bool__(self):
         raise TracerConversionError(
@@ -461,7 +462,7 @@ def trace(fn, shapes, dtype=np.float64):
       %0 = input 0
       %1 = input 1
       %2 = sin(%0)
-      %3 = mul(%2, %1)
+      %3 = mul(%1, %2)
       out[0] = %3
     """
     g = Graph()
