@@ -23,35 +23,58 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from . import ad, batching, kernels
 from .errors import ShapeError
-from .graph import Var, active_graphs, replay
+from .graph import Tape, Var, active_graphs, replay
 from .simplify import strip_stops
 from .tracer import TracedArray, _has_tracer, _objects, trace
 
 KINDS = ("grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp")
 
 
+class Leaf(NamedTuple):
+    """One result array: columns ``offset .. offset + prod(shape)`` of the output rows."""
+    offset: int
+    shape: tuple
+
+
 @dataclass(frozen=True)
 class Program:
-    """A derivative tape and how to read the transform's results off its outputs.
+    """A derivative tape laid out as the transform's results.
 
-    ``outputs`` mirrors the result's structure (nested tuples); each leaf is an integer
-    array, shaped like that result for one point, of tape output positions.
-    ``tape`` keeps ``stop`` instructions (it may be differentiated again when inlined);
-    ``executable`` is the same program with them removed, ready to run.
+    The tape has one output per element of the results, in order (an element that
+    appears twice, like H[a, b] and H[b, a], is the same node twice), so an executor
+    writes the final arrays directly. ``results`` mirrors the result's structure
+    (nested tuples) with a ``Leaf`` per array. ``tape`` keeps ``stop`` instructions (it
+    may be differentiated again when inlined); ``executable`` has them removed.
     """
     tape: object
-    outputs: object
+    results: object
     out_shape: tuple
     captured: tuple
 
     @functools.cached_property
     def executable(self):
         return strip_stops(self.tape)
+
+
+def _lay_out(tape, spec):
+    """Replace each index array of ``spec`` by a Leaf; the tape's outputs follow suit."""
+    order = []
+
+    def leaf(s):
+        if isinstance(s, tuple):
+            return tuple(leaf(x) for x in s)
+        start = len(order)
+        order.extend(int(k) for k in s.ravel())
+        return Leaf(start, tuple(s.shape))
+
+    results = leaf(spec)
+    return Tape(tape.instrs, tuple(tape.outputs[k] for k in order), tape.n_inputs), results
 
 
 def _check_mode(mode):
@@ -110,13 +133,14 @@ def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
         outputs = per_arg(0, lambda i: shapes[i])
     else:
         raise ValueError(f"unknown transform {kind!r}")
-    return Program(dtape, outputs, out_shape, tuple(captured))
+    dtape, results = _lay_out(dtape, outputs)
+    return Program(dtape, results, out_shape, tuple(captured))
 
 
 def _unpack(kind, spec, single, pick):
     """Results shaped like ``spec``; per-argnum tuples collapse when argnums was an int."""
     def build(s):
-        return tuple(build(x) for x in s) if isinstance(s, tuple) else pick(s)
+        return pick(s) if isinstance(s, Leaf) else tuple(build(x) for x in s)
 
     res = build(spec)
     if not single or kind == "jvp":
@@ -196,8 +220,7 @@ class Transformed:
         extra_blocks = self._extra_blocks(extra, batch, prog)
         flat = kernels.execute(prog.executable, batch.blocks + extra_blocks, batch,
                                self.backend, self.method)
-        return _unpack(self.kind, prog.outputs, self.single,
-                       lambda idx: batch.take(flat, idx))
+        return _unpack(self.kind, prog.results, self.single, lambda leaf: batch.take(flat, leaf))
 
     def _extra_blocks(self, extra, batch, prog):
         """Tangents / cotangent as input blocks, checked against the shapes they must have."""
@@ -235,8 +258,8 @@ class Transformed:
         nodes = np.empty(len(prog.tape.outputs), dtype=object)
         for k, o in enumerate(prog.tape.outputs):
             nodes[k] = Var(graph, vals[o])
-        return _unpack(self.kind, prog.outputs, self.single,
-                       lambda idx: TracedArray(nodes[idx], dtype))
+        return _unpack(self.kind, prog.results, self.single, lambda leaf: TracedArray(
+            nodes[leaf.offset:leaf.offset + math.prod(leaf.shape)].reshape(leaf.shape), dtype))
 
     # -- inspection ---------------------------------------------------------------------
     def tape(self, *args):

@@ -22,9 +22,10 @@ class Batch:
     dtype: np.dtype           # the arithmetic dtype
     xp: object                # the array module of the inputs (numpy, or cupy)
 
-    def take(self, flat, idx):
-        """Result for output positions ``idx`` (an int array shaped per point)."""
-        return flat[:, idx.ravel()].reshape((self.size,) + idx.shape)
+    def take(self, rows, leaf):
+        """The result array ``leaf`` (an ``api.Leaf``) as a view of the output rows."""
+        stop = leaf.offset + math.prod(leaf.shape)
+        return rows[:, leaf.offset:stop].reshape((self.size,) + leaf.shape)
 
 
 def array_module(x):
