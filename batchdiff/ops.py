@@ -10,8 +10,9 @@ users should reach it, one line in ``tracer.UFUNCS``); ``tests/test_ops.py`` fai
 for an entry with anything missing.
 
 Spellings are format strings over the argument expressions ``{0}``, ``{1}``, ``{2}``:
-``py`` is Python/Numba source (``np`` is NumPy), ``c`` is CUDA C where ``{f}`` is the
-float32 suffix of a math function (``sin{f}`` -> ``sinf``) and ``{T}`` the C type.
+``py`` is Python/Numba source (``np`` is NumPy, ``{T}`` the NumPy scalar type, e.g.
+``np.float32``), ``c`` is CUDA C where ``{f}`` is the float32 suffix of a math function
+(``sin{f}`` -> ``sinf``) and ``{T}`` the C type. max and min propagate NaN as NumPy does.
 
 Derived operations (``square``, ``reciprocal``, ``log10`` ...) are written in terms of
 these primitives in ``tracer.py`` and add no rules.
@@ -104,29 +105,29 @@ _op("hypot", 2, np.hypot, lambda a, b, y: (a / y, b / y),
 # At a tie, max/min pass the whole derivative to the first argument (a subgradient).
 _op("abs", 1, np.abs, lambda a, y: (_call("sign", a),), "abs({0})", "fabs{f}({0})")
 _op("sign", 1, np.sign, lambda a, y: (None,),
-    "(1.0 if {0} > 0 else (-1.0 if {0} < 0 else {0}))",
+    "({T}(1) if {0} > 0 else ({T}(-1) if {0} < 0 else {0}))",
     "(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0})))")
 _op("max", 2, np.maximum,
     lambda a, b, y: (_select(a >= b, 1.0, 0.0), _select(a >= b, 0.0, 1.0)),
-    "max({0}, {1})", "fmax{f}({0}, {1})")
+    "np.maximum({0}, {1})", "(({0}) > ({1}) || ({0}) != ({0}) ? ({0}) : ({1}))")
 _op("min", 2, np.minimum,
     lambda a, b, y: (_select(a <= b, 1.0, 0.0), _select(a <= b, 0.0, 1.0)),
-    "min({0}, {1})", "fmin{f}({0}, {1})")
+    "np.minimum({0}, {1})", "(({0}) < ({1}) || ({0}) != ({0}) ? ({0}) : ({1}))")
 _op("where", 3, _where,
     lambda c, a, b, y: (None, _select(c, 1.0, 0.0), _select(c, 0.0, 1.0)),
     "({1} if {0} != 0 else {2})", "(({0}) != 0 ? ({1}) : ({2}))")
 
 # --- comparisons: 1.0 or 0.0, derivative zero ------------------------------------------
-_op("lt", 2, _cmp(np.less), lambda a, b, y: (None, None), "float({0} < {1})", "({T})({0} < {1})")
+_op("lt", 2, _cmp(np.less), lambda a, b, y: (None, None), "{T}({0} < {1})", "({T})({0} < {1})")
 _op("le", 2, _cmp(np.less_equal), lambda a, b, y: (None, None),
-    "float({0} <= {1})", "({T})({0} <= {1})")
-_op("gt", 2, _cmp(np.greater), lambda a, b, y: (None, None), "float({0} > {1})", "({T})({0} > {1})")
+    "{T}({0} <= {1})", "({T})({0} <= {1})")
+_op("gt", 2, _cmp(np.greater), lambda a, b, y: (None, None), "{T}({0} > {1})", "({T})({0} > {1})")
 _op("ge", 2, _cmp(np.greater_equal), lambda a, b, y: (None, None),
-    "float({0} >= {1})", "({T})({0} >= {1})")
+    "{T}({0} >= {1})", "({T})({0} >= {1})")
 _op("eq", 2, _cmp(np.equal), lambda a, b, y: (None, None),
-    "float({0} == {1})", "({T})({0} == {1})", True)
+    "{T}({0} == {1})", "({T})({0} == {1})", True)
 _op("ne", 2, _cmp(np.not_equal), lambda a, b, y: (None, None),
-    "float({0} != {1})", "({T})({0} != {1})", True)
+    "{T}({0} != {1})", "({T})({0} != {1})", True)
 
 # --- the identity that blocks derivatives ------------------------------------------------
 _op("stop", 1, np.positive, lambda a, y: (None,), "{0}", "{0}")

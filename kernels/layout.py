@@ -1,0 +1,82 @@
+"""What every executor needs to know about a tape besides its ops.
+
+Where each input comes from (a column of the per-point matrix ``X`` or an entry of
+the shared vector ``S``), and a slot for each value, reused once the value is dead
+(liveness), so that a replayed tape's working set stays small.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def pack_inputs(blocks, batch_size: int, dtype, xp=np):
+    """The per-point matrix ``X`` (B, nx) and the shared vector ``S`` of the blocks.
+
+    A block of one row is shared unless the batch itself has one point (then every
+    block has one row, and all are treated as per point: same values either way).
+    """
+    shared = [b for b in blocks if b.shape[0] == 1 and batch_size != 1]
+    per_point = [b for b in blocks if not (b.shape[0] == 1 and batch_size != 1)]
+    if len(per_point) == 1:
+        X = xp.ascontiguousarray(per_point[0], dtype=dtype)
+    elif per_point:
+        X = xp.ascontiguousarray(xp.concatenate(per_point, axis=1), dtype=dtype)
+    else:
+        X = xp.empty((batch_size, 0), dtype=dtype)
+    S = (xp.concatenate([b.reshape(-1) for b in shared]).astype(dtype) if shared
+         else xp.empty(0, dtype=dtype))
+    return X, S
+
+
+def sources_of(blocks, batch_size: int) -> list:
+    """``input_sources`` consistent with ``pack_inputs``."""
+    sources, nx, ns = [], 0, 0
+    for b in blocks:
+        is_shared = b.shape[0] == 1 and batch_size != 1
+        for _ in range(b.shape[1]):
+            if is_shared:
+                sources.append(("s", ns))
+                ns += 1
+            else:
+                sources.append(("x", nx))
+                nx += 1
+    return sources
+
+
+def last_uses(tape) -> list:
+    """For each instruction, the index of the last instruction reading it (outputs: end)."""
+    end = len(tape.instrs)
+    last = list(range(end))
+    for i, ins in enumerate(tape.instrs):
+        for a in ins.args:
+            last[a] = i
+    for o in tape.outputs:
+        last[o] = end
+    return last
+
+
+def allocate_slots(tape) -> tuple[list, int]:
+    """A slot per instruction, reusing the slots of dead values; returns (slots, count).
+
+    An instruction may take the slot of an argument that dies at it: executors read
+    all arguments of a point before writing its result.
+    """
+    last = last_uses(tape)
+    dying: dict[int, list] = {}
+    for i, l in enumerate(last):
+        dying.setdefault(l, []).append(i)
+    free: list[int] = []
+    slots = [0] * len(tape.instrs)
+    count = 0
+    for i in range(len(tape.instrs)):
+        for a in dying.get(i, ()):
+            if a != i:
+                free.append(slots[a])
+        if free:
+            slots[i] = free.pop()
+        else:
+            slots[i] = count
+            count += 1
+        if last[i] == i:             # never read (possible only for unused inputs)
+            free.append(slots[i])
+    return slots, count
