@@ -275,8 +275,17 @@ class Transformed:
         return self._program(batch.shapes, batch.dtype).executable
 
     def source(self, *args, backend="numba"):
-        """The kernel source a back end generates for these arguments, as a string."""
-        return kernels.source(self.tape(*args), backend)
+        """The kernel source a back end generates for these arguments, as a string.
+
+        >>> import numpy as np, batchdiff as bd
+        >>> src = bd.grad(lambda v: v[0] * v[1]).source(np.ones((1, 2)))
+        >>> "def run_parallel" in src
+        True
+        """
+        prim, _ = self._split(args)
+        batch = batching.prepare(prim, self.in_axes, self.backend)
+        return kernels.source(self._program(batch.shapes, batch.dtype).executable, batch,
+                              backend)
 
 
 def grad(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):

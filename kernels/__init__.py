@@ -1,16 +1,21 @@
 """Back ends: the executors that run a tape over a batch, and the registry choosing one.
 
-``backend="numpy"`` is the reference interpreter (``batchdiff.interpreter``). The
-Numba executors (tape replay and compiled kernels) and the CuPy executor plug in here.
+- ``numpy``: the reference interpreter (``batchdiff.interpreter``), the spec;
+- ``numba``: CPU cores, by tape replay or compiled kernels (``numba_exec``);
+- ``cupy``: NVIDIA GPUs (planned).
+
+``backend=None`` picks ``numba`` for NumPy arrays (``numpy`` where Numba is missing).
 """
 from __future__ import annotations
+
+import importlib.util
 
 from batchdiff.errors import BackendUnavailableError
 from batchdiff.interpreter import evaluate
 
 BACKENDS = (None, "numpy", "numba", "cupy")
 METHODS = ("auto", "replay", "compiled")
-AVAILABLE = {"numpy": evaluate}
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 
 def check_choice(backend, method):
@@ -27,22 +32,37 @@ def check_choice(backend, method):
 def resolve(backend, xp) -> str:
     """The back end that runs: ``backend``, or the best one for the inputs' array kind."""
     if backend is None:
-        backend = "cupy" if xp.__name__ == "cupy" else "numpy"
-    if backend not in AVAILABLE:
+        if xp.__name__ == "cupy":
+            backend = "cupy"
+        else:
+            backend = "numba" if HAVE_NUMBA else "numpy"
+    if backend == "numba" and not HAVE_NUMBA:
+        raise BackendUnavailableError("backend='numba' needs Numba: pip install numba")
+    if backend == "cupy":
         raise BackendUnavailableError(
-            f"backend={backend!r} is not available in this version of batchdiff; "
-            "use backend='numpy' (the reference interpreter) with NumPy arrays")
+            "backend='cupy' is not available in this version of batchdiff; "
+            "use backend='numba' or 'numpy' with NumPy arrays")
+    if xp.__name__ == "cupy":
+        raise BackendUnavailableError(
+            f"backend={backend!r} runs on the CPU; convert CuPy inputs with cupy.asnumpy(...)")
     return backend
 
 
 def execute(tape, blocks, batch, backend, method):
     """Run ``tape`` on the batch; returns the ``(B, n_outputs)`` array of outputs."""
     name = resolve(backend, batch.xp)
-    return AVAILABLE[name](tape, blocks, batch.size, batch.dtype)
+    if name == "numpy":
+        return evaluate(tape, blocks, batch.size, batch.dtype)
+    from . import numba_exec
+    return numba_exec.execute(tape, blocks, batch.size, batch.dtype, method)
 
 
-def source(tape, backend):
+def source(tape, batch, backend):
     """Generated kernel source for ``tape`` on ``backend``."""
+    if backend == "numba":
+        from . import layout, numba_exec
+        return numba_exec.source(tape, batch.dtype, tuple(layout.sources_of(batch.blocks,
+                                                                            batch.size)))
     raise BackendUnavailableError(
-        f"no kernel source for backend={backend!r}: this version runs tapes with the NumPy "
-        "reference interpreter only, which generates no source (print the tape instead)")
+        f"no kernel source for backend={backend!r}: the 'numpy' reference interpreter "
+        "generates none (print the tape instead); 'cupy' is not available in this version")

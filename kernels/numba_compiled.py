@@ -111,6 +111,11 @@ _kernels: dict = {}
 _kernels_lock = threading.Lock()
 
 
+def is_loaded(key) -> bool:
+    """Whether the kernel for ``(tape, str(dtype), sources)`` is compiled in this process."""
+    return key in _kernels
+
+
 def kernel_module(tape, dtype, sources):
     """The compiled module for this tape, dtype and input layout (memoised, disk-cached)."""
     key = (tape, str(dtype), tuple(sources))
@@ -127,7 +132,4 @@ def kernel_module(tape, dtype, sources):
 def run(module, X, S, out, parallel: bool):
     (module.run_parallel if parallel else module.run_serial)(X, S, out)
 
-
-def source(tape, dtype, sources) -> str:
-    return print_kernel(tape, dtype, sources)
 

@@ -1,0 +1,101 @@
+"""The test corpus: small per-point functions covering every op, shape and option.
+
+Each case is ``(name, f, shapes, argnums, in_axes)``; ``points(case, B, dtype, rng)``
+makes arguments inside the functions' domains. Executors are tested against the
+reference interpreter on all of it.
+"""
+import numpy as np
+
+import batchdiff as bd
+
+
+def rosenbrock(x):
+    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def lorenz96(x):
+    return (np.roll(x, -1) - np.roll(x, 2)) * np.roll(x, 1) - x + 8.0
+
+
+def arm(q):
+    a = q[0] + q[1]
+    return np.stack([np.cos(q[0]) + 0.7 * np.cos(a), np.sin(q[0]) + 0.7 * np.sin(a)])
+
+
+def transcendental(v):
+    return (np.exp(v[0]) * np.log1p(v[1] ** 2) + np.tanh(v[2]) / np.sqrt(1.0 + v[0] ** 2)
+            + np.arctan2(v[1], 1.0 + v[2] ** 2) + np.expm1(v[2]) * np.sinh(v[0])
+            - np.cosh(v[1]) + np.tan(0.5 * v[0]) + np.arcsin(0.5 * np.tanh(v[1]))
+            + np.arccos(0.3 * np.sin(v[2])) + np.arctan(v[0] * v[1]) + np.log(2.0 + v[2] ** 2))
+
+
+def piecewise(v):
+    w = np.where(v[0] > v[1], v[0] * v[1], v[2] ** 3)
+    return (np.abs(v[0] - 0.5) + np.maximum(v[1], v[2]) * np.minimum(v[0], v[2])
+            + np.hypot(v[0], v[1]) + w + np.sign(v[2] - 0.5) * v[1]
+            + (v[0] >= v[2]) * 2.0 + (v[1] <= v[0]) + (v[2] != v[0]) - (v[0] == v[1])
+            + (v[0] < v[1]) * v[2] + np.power(1.5 + v[0], v[1]) + bd.stop_gradient(v[0]) * v[1])
+
+
+def matrix_in(m):
+    return np.trace(m @ m.T) + np.linalg.norm(m[:, 0]) * np.prod(m[1])
+
+
+def network(x, w):
+    hidden = np.tanh(w[:, :2] @ x + w[:, 2])
+    return np.stack([np.sum(hidden ** 2), np.sum(np.sin(hidden))])
+
+
+def two_args(x, y):
+    return np.sum(x * np.exp(-y)) + x[0] * y[1] ** 2
+
+
+def scalar_in(t):
+    return np.stack([np.sin(t) * t, np.cos(t) ** 2, t / (1.0 + t * t)])
+
+
+def lennard_jones(r):
+    pos = r.reshape(3, 3)
+    energy = 0.0
+    for i in range(3):
+        for j in range(i + 1, 3):
+            d2 = np.sum((pos[i] - pos[j]) ** 2)
+            inv6 = 1.0 / d2 ** 3
+            energy = energy + 4.0 * (inv6 * inv6 - inv6)
+    return energy
+
+
+CASES = [
+    ("rosenbrock", rosenbrock, [(6,)], 0, 0),
+    ("lorenz96", lorenz96, [(8,)], 0, 0),
+    ("arm", arm, [(2,)], 0, 0),
+    ("transcendental", transcendental, [(3,)], 0, 0),
+    ("piecewise", piecewise, [(3,)], 0, 0),
+    ("matrix_in", matrix_in, [(3, 2)], 0, 0),
+    ("network_shared_w", network, [(2,), (4, 3)], 0, (0, None)),
+    ("two_args_both", two_args, [(3,), (3,)], (0, 1), 0),
+    ("scalar_in", scalar_in, [()], 0, 0),
+    ("lennard_jones", lennard_jones, [(9,)], 0, 0),
+]
+SCALAR = {"rosenbrock", "transcendental", "piecewise", "matrix_in", "two_args_both",
+          "lennard_jones"}
+
+
+def points(case, batch, dtype, rng):
+    """Arguments for ``case``: per point (B, ...) or shared, inside the domain."""
+    name, f, shapes, argnums, in_axes = case
+    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(shapes)
+    args = []
+    for shape, axis in zip(shapes, axes):
+        full = shape if axis is None else (batch,) + shape
+        x = rng.uniform(0.1, 0.9, size=full)
+        if name == "lennard_jones":   # atoms about one unit apart
+            x = (np.array([0, 0, 0, 1.1, 0, 0, 0.5, 0.9, 0]) + 0.1 * x)
+        args.append(x.astype(dtype))
+    return args
+
+
+def tangents(case, args, rng):
+    """One tangent per differentiated argument, shaped like it."""
+    argnums = case[3] if isinstance(case[3], tuple) else (case[3],)
+    return [rng.uniform(-1, 1, size=args[i].shape).astype(args[i].dtype) for i in argnums]
