@@ -168,9 +168,10 @@ class Transformed:
             raise ValueError(f"unknown transform {kind!r}")
         self.f, self.kind, self.in_axes = f, kind, in_axes
         self.single = isinstance(argnums, (int, np.integer))
-        self.argnums = (int(argnums),) if self.single else tuple(argnums)
-        if not self.argnums or not all(isinstance(a, (int, np.integer)) for a in self.argnums):
+        if not (self.single or isinstance(argnums, (tuple, list)) and argnums and all(
+                isinstance(a, (int, np.integer)) for a in argnums)):
             raise TypeError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
+        self.argnums = (int(argnums),) if self.single else tuple(int(a) for a in argnums)
         if len(set(self.argnums)) != len(self.argnums):
             raise ValueError(f"argnums {argnums!r} repeats an argument")
         _check_mode(mode)
@@ -207,7 +208,8 @@ class Transformed:
         if prog is None:
             prog = build_program(self.kind, self.f, shapes, self._argnums(len(shapes)),
                                  self.mode, dtype)
-            self._programs[key] = prog
+            if not prog.captured:        # captured values belong to one enclosing trace
+                self._programs[key] = prog
         return prog
 
     # -- calling ------------------------------------------------------------------------
@@ -218,6 +220,8 @@ class Transformed:
         batch = batching.prepare(prim, self.in_axes, self.backend)
         prog = self._program(batch.shapes, batch.dtype)
         extra_blocks = self._extra_blocks(extra, batch, prog)
+        if prog.captured:
+            return self._inline_batch(prog, batch, extra_blocks)
         flat = kernels.execute(prog.executable, batch.blocks + extra_blocks, batch,
                                self.backend, self.method)
         return _unpack(self.kind, prog.results, self.single, lambda leaf: batch.take(flat, leaf))
@@ -233,6 +237,24 @@ class Transformed:
         for k, (v, shape) in enumerate(zip(extra, shapes)):
             blocks.append(batching.extra_block(v, shape, batch, f"{self.kind} {what} #{k}"))
         return blocks
+
+    def _inline_batch(self, prog, batch, extra_blocks):
+        """A batch call inside a trace whose function closes over traced values.
+
+        Every point's result depends on the enclosing trace, so the tape is replayed
+        into that trace once per point (the batch is small in practice).
+        """
+        graph = active_graphs()[-1]
+        captured = [graph.operand(v) for v in prog.captured]
+        nodes = np.empty((batch.size, len(prog.tape.outputs)), dtype=object)
+        for p in range(batch.size):
+            def row(blocks):
+                return [graph.const(float(x)) for b in blocks for x in b[min(p, len(b) - 1)]]
+            vals = replay(graph, prog.tape, row(batch.blocks) + captured + row(extra_blocks))
+            for k, o in enumerate(prog.tape.outputs):
+                nodes[p, k] = Var(graph, vals[o])
+        return _unpack(self.kind, prog.results, self.single, lambda leaf: TracedArray(
+            batch.take(nodes, leaf), batch.dtype))
 
     def _inline(self, args):
         """Called inside another trace: splice this transform's tape into that graph."""

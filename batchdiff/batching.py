@@ -98,7 +98,9 @@ def prepare(args, in_axes, backend=None) -> Batch:
             raise ShapeError("arguments disagree on the number of points: " + ", ".join(
                 f"argument {j} has {c}" for j, c in sizes) + "; give every batched argument "
                 "the same leading length, or in_axes=None for arguments shared by all points")
-    dtype = np.result_type(*(_float_dtype(a.dtype) for a in arrays))
+    # Python numbers are "weak" (as in JAX): a 0.5 next to a float32 batch keeps float32
+    strong = [a.dtype for a, x in zip(arrays, args) if not isinstance(x, (int, float, bool))]
+    dtype = np.result_type(*(_float_dtype(d) for d in strong or [np.float64]))
     shapes, blocks = [], []
     for arr, axis in zip(arrays, axes):
         if axis is None:
