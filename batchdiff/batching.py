@@ -23,9 +23,17 @@ class Batch:
     xp: object                # the array module of the inputs (numpy, or cupy)
 
     def take(self, rows, leaf):
-        """The result array ``leaf`` (an ``api.Leaf``) as a view of the output rows."""
+        """The result array ``leaf`` (an ``api.Leaf``) as a view of the ``(B, n)`` outputs.
+
+        ``rows`` is C-ordered (point-major, as CPU kernels write it) or the transpose
+        of a C-ordered ``(n, B)`` array (batch-fastest, as the interpreter and GPU
+        kernels write it); either way the result is a view, strided in the second case.
+        """
+        xp = self.xp
         stop = leaf.offset + math.prod(leaf.shape)
-        return rows[:, leaf.offset:stop].reshape((self.size,) + leaf.shape)
+        if rows.flags.c_contiguous or rows.dtype == object:
+            return rows[:, leaf.offset:stop].reshape((self.size,) + leaf.shape)
+        return xp.moveaxis(rows.T[leaf.offset:stop].reshape(leaf.shape + (self.size,)), -1, 0)
 
 
 def array_module(x):

@@ -17,6 +17,9 @@ CHUNK = 16384
 def evaluate(tape, blocks, batch_size: int, dtype, chunk: int = CHUNK) -> np.ndarray:
     """Run ``tape`` on ``batch_size`` points; returns an array ``(batch_size, n_outputs)``.
 
+    The result is the transpose of an ``(n_outputs, batch_size)`` array: each output
+    is written as one contiguous run of points.
+
     ``blocks`` are 2-D arrays whose columns, concatenated in order, are the tape's
     inputs: shape ``(batch_size, k)`` for per-point data or ``(1, k)`` for data shared by
     all points. Arithmetic is in ``dtype``; NaN and inf propagate without warnings.
@@ -34,7 +37,7 @@ def evaluate(tape, blocks, batch_size: int, dtype, chunk: int = CHUNK) -> np.nda
     if len(columns) != tape.n_inputs:
         raise ValueError(f"tape has {tape.n_inputs} inputs, blocks give {len(columns)}")
     program, last_use = _plan(tape, dtype)
-    out = np.empty((batch_size, len(tape.outputs)), dtype=dtype)
+    out = np.empty((len(tape.outputs), batch_size), dtype=dtype)
     with np.errstate(all="ignore"):
         for start in range(0, batch_size, chunk):
             stop = min(start + chunk, batch_size)
@@ -42,8 +45,8 @@ def evaluate(tape, blocks, batch_size: int, dtype, chunk: int = CHUNK) -> np.nda
                     else b[0].astype(dtype) for b in blocks]
             vals = _run(tape, program, last_use, cols, columns)
             for k, o in enumerate(tape.outputs):
-                out[start:stop, k] = vals[o]
-    return out
+                out[k, start:stop] = vals[o]
+    return out.T
 
 
 def _plan(tape, dtype):
