@@ -72,9 +72,11 @@ _op("sub", 2, np.subtract, lambda a, b, y: (1.0, -1.0), "({0} - {1})", "({0} - {
 _op("mul", 2, np.multiply, lambda a, b, y: (b, a), "({0} * {1})", "({0} * {1})", True)
 _op("div", 2, np.divide, lambda a, b, y: (1.0 / b, -y / b), "({0} / {1})", "({0} / {1})")
 _op("neg", 1, np.negative, lambda a, y: (-1.0,), "(-{0})", "(-{0})")
-# d/db a**b = a**b log(a), taken as 0 where a == 0 (a**b is constant 0 there for b > 0)
+# d/db a**b = a**b log(a), taken as 0 where a == 0 (a**b is constant 0 there for b > 0);
+# log sees 1 there, so derivatives of this partial stay finite too (the "double where")
 _op("pow", 2, np.power,
-    lambda a, b, y: (b * a ** (b - 1.0), _select(a == 0.0, 0.0, y * _call("log", a))),
+    lambda a, b, y: (b * a ** (b - 1.0),
+                     _select(a == 0.0, 0.0, y * _call("log", _select(a == 0.0, 1.0, a)))),
     "({0} ** {1})", "pow{f}({0}, {1})")
 
 # --- powers, exponentials, logarithms ------------------------------------------------

@@ -1,0 +1,484 @@
+"""Every primitive op of ``batchdiff.ops.OPS``, table-driven.
+
+Each op gets a row in ``CASES``: a function that reaches the op through the public
+NumPy interface, the same function as a SymPy expression (the independent oracle),
+and a domain where the op is smooth. For every row we check, in float64 and float32,
+the value, every first partial (against SymPy and against central finite differences
+of the plain NumPy function) and every second partial (against SymPy), so each local
+partial in the op table and each partial of a partial is exercised. A completeness test
+makes a new op without a row here fail.
+"""
+from __future__ import annotations
+
+import string
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+import sympy
+
+import batchdiff as bd
+from batchdiff.graph import Graph, Var
+from batchdiff.ops import COMPARISONS, OPS
+from batchdiff.tracer import UFUNCS, trace
+
+N_POINTS = 32
+BACKEND = "numpy"     # the reference interpreter: the executor every other one answers to
+
+
+# -- the table ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    fn: Callable                 # NumPy-level function of `arity` scalars
+    sym: Callable | None         # SymPy builder of the same function
+    domain: tuple                # per argument: tuple of (lo, hi) intervals, or a grid list
+    kind: str = "smooth"         # "smooth" | "zero" (derivative identically 0) | "stop"
+    separate: float = 0.0        # reject points whose first two arguments are this close
+
+    @property
+    def arity(self):
+        return len(self.domain)
+
+
+WIDE = ((-2.0, 2.0),)
+NONZERO = ((-2.0, -0.3), (0.3, 2.0))
+GRID = [-1.0, -0.5, 0.0, 0.5, 1.0]   # comparisons: small grid, so ties happen
+
+
+def _indicator(rel):
+    return sympy.Piecewise((1, rel), (0, True))
+
+
+CASES = [
+    # arithmetic
+    Case("add", lambda a, b: np.add(a, b), lambda a, b: a + b, (WIDE, WIDE)),
+    Case("sub", lambda a, b: np.subtract(a, b), lambda a, b: a - b, (WIDE, WIDE)),
+    Case("mul", lambda a, b: np.multiply(a, b), lambda a, b: a * b, (WIDE, WIDE)),
+    Case("div", lambda a, b: np.true_divide(a, b), lambda a, b: a / b,
+         (WIDE, ((-2.0, -0.5), (0.5, 2.0)))),
+    Case("neg", lambda a: np.negative(a), lambda a: -a, (WIDE,)),
+    Case("pow", lambda a, b: np.power(a, b), lambda a, b: a ** b, (((0.5, 2.0),), WIDE)),
+    # powers, exponentials, logarithms
+    Case("sqrt", lambda a: np.sqrt(a), sympy.sqrt, (((0.1, 5.0),),)),
+    Case("exp", lambda a: np.exp(a), sympy.exp, (WIDE,)),
+    Case("log", lambda a: np.log(a), sympy.log, (((0.1, 5.0),),)),
+    Case("log1p", lambda a: np.log1p(a), lambda a: sympy.log(1 + a), (((-0.5, 5.0),),)),
+    Case("expm1", lambda a: np.expm1(a), lambda a: sympy.exp(a) - 1, (WIDE,)),
+    # trigonometric and hyperbolic
+    Case("sin", lambda a: np.sin(a), sympy.sin, (((-3.0, 3.0),),)),
+    Case("cos", lambda a: np.cos(a), sympy.cos, (((-3.0, 3.0),),)),
+    Case("tan", lambda a: np.tan(a), sympy.tan, (((-1.2, 1.2),),)),
+    Case("asin", lambda a: np.arcsin(a), sympy.asin, (((-0.9, 0.9),),)),
+    Case("acos", lambda a: np.arccos(a), sympy.acos, (((-0.9, 0.9),),)),
+    Case("atan", lambda a: np.arctan(a), sympy.atan, (((-3.0, 3.0),),)),
+    Case("atan2", lambda a, b: np.arctan2(a, b), sympy.atan2, (WIDE, NONZERO)),
+    Case("sinh", lambda a: np.sinh(a), sympy.sinh, (WIDE,)),
+    Case("cosh", lambda a: np.cosh(a), sympy.cosh, (WIDE,)),
+    Case("tanh", lambda a: np.tanh(a), sympy.tanh, (WIDE,)),
+    Case("hypot", lambda a, b: np.hypot(a, b), lambda a, b: sympy.sqrt(a ** 2 + b ** 2),
+         (NONZERO, NONZERO)),
+    # piecewise (away from the kinks)
+    Case("abs", lambda a: np.abs(a), sympy.Abs, (NONZERO,)),
+    Case("sign", lambda a: np.sign(a), sympy.sign, (NONZERO,), kind="zero"),
+    Case("max", lambda a, b: np.maximum(a, b), sympy.Max, (WIDE, WIDE), separate=0.05),
+    Case("min", lambda a, b: np.minimum(a, b), sympy.Min, (WIDE, WIDE), separate=0.05),
+    Case("where", lambda c, a, b: np.where(c > 0, a, b),
+         lambda c, a, b: sympy.Piecewise((a, c > 0), (b, True)), (NONZERO, WIDE, WIDE)),
+    # comparisons
+    Case("lt", lambda a, b: np.less(a, b), lambda a, b: _indicator(a < b), (GRID, GRID), "zero"),
+    Case("le", lambda a, b: np.less_equal(a, b), lambda a, b: _indicator(a <= b),
+         (GRID, GRID), "zero"),
+    Case("gt", lambda a, b: np.greater(a, b), lambda a, b: _indicator(a > b),
+         (GRID, GRID), "zero"),
+    Case("ge", lambda a, b: np.greater_equal(a, b), lambda a, b: _indicator(a >= b),
+         (GRID, GRID), "zero"),
+    Case("eq", lambda a, b: np.equal(a, b), lambda a, b: _indicator(sympy.Eq(a, b)),
+         (GRID, GRID), "zero"),
+    Case("ne", lambda a, b: np.not_equal(a, b), lambda a, b: _indicator(sympy.Ne(a, b)),
+         (GRID, GRID), "zero"),
+    # the identity that blocks derivatives
+    Case("stop", lambda a: bd.stop_gradient(a), lambda a: a, (WIDE,), kind="stop"),
+]
+CASE_BY_OP = {c.op: c for c in CASES}
+IDS = [c.op for c in CASES]
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def sample(case: Case, seed: int = 0, n: int = N_POINTS):
+    """``n`` points of ``case``'s domain, one float64 array per argument."""
+    rng = np.random.default_rng(seed)
+    cols = []
+    for dom in case.domain:
+        if isinstance(dom, list):
+            cols.append(rng.choice(dom, size=4 * n))
+            continue
+        lo = np.array([a for a, _ in dom])
+        hi = np.array([b for _, b in dom])
+        k = rng.integers(len(dom), size=4 * n)
+        cols.append(lo[k] + (hi[k] - lo[k]) * rng.random(4 * n))
+    keep = np.ones(4 * n, dtype=bool)
+    if case.separate:
+        keep = np.abs(cols[0] - cols[1]) > case.separate
+    return [c[keep][:n] for c in cols]
+
+
+SYMS = sympy.symbols("a0:3", real=True)
+
+
+def _no_delta(expr):
+    """Drop DiracDelta terms: every point we evaluate at is away from the kinks."""
+    return expr.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.S.Zero)
+
+
+def sym_eval(expr, syms, xs):
+    """``expr`` at the points ``xs`` (float64), broadcast to one value per point."""
+    fn = sympy.lambdify(syms, _no_delta(expr), modules="numpy")
+    with np.errstate(all="ignore"):
+        out = fn(*(np.asarray(x, dtype=np.float64) for x in xs))
+    return np.broadcast_to(np.asarray(out, dtype=np.float64), xs[0].shape)
+
+
+def sym_derivatives(case: Case):
+    """SymPy value, gradient list, and Hessian (list of lists) of ``case``."""
+    syms = SYMS[:case.arity]
+    expr = case.sym(*syms)
+    grad = [sympy.diff(expr, s) for s in syms]
+    hess = [[sympy.diff(g, s) for s in syms] for g in grad]
+    return syms, expr, grad, hess
+
+
+def central_differences(fn, xs, h=1e-5):
+    """Partials of the plain NumPy function ``fn`` by central differences, float64."""
+    out = []
+    for k in range(len(xs)):
+        up = [x.copy() for x in xs]
+        dn = [x.copy() for x in xs]
+        up[k] += h
+        dn[k] -= h
+        out.append((np.asarray(fn(*up), float) - np.asarray(fn(*dn), float)) / (2 * h))
+    return out
+
+
+def close(actual, expected, rtol, what):
+    expected = np.asarray(expected, dtype=np.float64)
+    atol = rtol * (1.0 + np.max(np.abs(expected), initial=0.0))
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected,
+                               rtol=rtol, atol=atol, err_msg=what)
+
+
+TOL = {np.float64: 1e-9, np.float32: 1e-4}
+DTYPES = [np.float64, np.float32]
+DTYPE_IDS = ["f64", "f32"]
+
+
+# -- completeness of the op table ---------------------------------------------------------
+
+def _fields(fmt):
+    return {name for _, name, _, _ in string.Formatter().parse(fmt) if name is not None}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_entry_is_complete(name):
+    op = OPS[name]
+    assert name in CASE_BY_OP, f"op {name!r} has no row in tests/test_ops.py CASES"
+    assert op.name == name
+    assert op.arity in (1, 2, 3)
+    assert callable(op.value), f"{name}: no value rule"
+    assert callable(op.partials), f"{name}: no partials"
+    numbered = {str(k) for k in range(op.arity)}
+    assert _fields(op.py) - {"T"} == numbered, (
+        f"{name}: py spelling {op.py!r} vs arity {op.arity}")
+    assert _fields(op.c) - {"f", "T"} == numbered, (
+        f"{name}: c spelling {op.c!r} vs arity {op.arity}")
+    args = [f"x{k}" for k in range(op.arity)]
+    assert op.py.format(*args, T="np.float32")
+    assert op.c.format(*args, f="f", T="float")
+
+    g = Graph()
+    xs = [Var(g, g.input()) for _ in range(op.arity)]
+    y = Var(g, g.add(name, tuple(x.id for x in xs)))
+    partials = op.partials(*xs, y)
+    assert len(partials) == op.arity, f"{name}: {len(partials)} partials for arity {op.arity}"
+    if name in COMPARISONS or name in ("sign", "stop"):
+        assert all(p is None for p in partials), f"{name} must have only None partials"
+    elif name == "where":
+        assert partials[0] is None and all(p is not None for p in partials[1:])
+    else:
+        assert all(p is not None for p in partials), f"{name}: a missing partial"
+    if op.commutative:
+        assert op.arity == 2
+
+
+def test_table_rows_name_real_ops():
+    assert sorted(CASE_BY_OP) == sorted(OPS), "CASES and ops.OPS disagree"
+    assert len(CASE_BY_OP) == len(CASES), "an op has two rows"
+    for case in CASES:
+        assert case.arity == OPS[case.op].arity, case.op
+
+
+def _ops_of(tape):
+    return {ins.op for ins in tape.instrs}
+
+
+def test_every_op_reachable_from_numpy():
+    reached = set()
+    for ufunc in UFUNCS:
+        tape, _, _ = trace(lambda *a, u=ufunc: u(*a), [()] * ufunc.nin)
+        reached |= _ops_of(tape)
+    tape, _, _ = trace(lambda c, a, b: np.where(c, a, b), [(), (), ()])
+    reached |= _ops_of(tape)
+    missing = set(OPS) - {"stop"} - reached
+    assert not missing, f"ops no NumPy ufunc or np.where reaches: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_row_uses_its_op(case):
+    tape, shape, _ = trace(case.fn, [()] * case.arity)
+    assert shape == ()
+    assert case.op in _ops_of(tape), f"{case.op}: its row's function traces to\n{tape}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_value_rule_matches_sympy(case):
+    """The op's own NumPy value rule (used by the interpreter and constant folding)."""
+    xs = sample(case, seed=1)
+    syms, expr, _, _ = sym_derivatives(case)
+    expected = sym_eval(expr, syms, xs)
+    args = xs
+    if case.op == "where":        # the op's condition is the comparison's 0/1 value
+        args = [(xs[0] > 0).astype(float), xs[1], xs[2]]
+    with np.errstate(all="ignore"):
+        got = OPS[case.op].value(*args)
+    close(got, expected, 1e-12, f"{case.op}: value rule")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_py_spelling_matches_value_rule(case, dtype):
+    """The Python/Numba spelling, run as plain Python on scalars, agrees with the value rule."""
+    op = OPS[case.op]
+    xs = [x.astype(dtype) for x in sample(case, seed=7, n=8)]
+    if case.op == "where":
+        xs[0] = (xs[0] > 0).astype(dtype)
+    names = [f"x{k}" for k in range(case.arity)]
+    code = compile(op.py.format(*names, T=f"np.{np.dtype(dtype).name}"), op.py, "eval")
+    for i in range(len(xs[0])):
+        point = [x[i] for x in xs]                       # NumPy scalars of ``dtype``
+        with np.errstate(all="ignore"):
+            got = eval(code, {"np": np}, dict(zip(names, point)))
+            want = op.value(*point)
+        assert np.asarray(got).dtype == dtype, f"{case.op}: py spelling widens {dtype}"
+        np.testing.assert_allclose(float(got), float(want), rtol=4 * np.finfo(dtype).eps,
+                                   err_msg=f"{case.op} at {point}")
+
+
+# -- values and derivatives through the public API ----------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_value(case, dtype):
+    xs64 = sample(case, seed=2)
+    xs = [x.astype(dtype) for x in xs64]
+    syms, expr, _, _ = sym_derivatives(case)
+    expected = sym_eval(expr, syms, xs)
+    argnums = tuple(range(case.arity))
+    tangents = [np.ones_like(x) for x in xs]
+    value, tangent = bd.jvp(case.fn, argnums=argnums, backend=BACKEND)(*xs, *tangents)
+    assert value.dtype == dtype and tangent.dtype == dtype
+    assert value.shape == (N_POINTS,)
+    close(value, expected, TOL[dtype], f"{case.op}: jvp value")
+    # the same ufunc in the same dtype: the interpreter must not widen float32 arithmetic
+    with np.errstate(all="ignore"):
+        direct = np.asarray(case.fn(*xs)).astype(dtype)
+    np.testing.assert_array_equal(value, direct, err_msg=f"{case.op}: value vs NumPy")
+    value2, _ = bd.value_and_grad(case.fn, argnums=argnums, backend=BACKEND)(*xs)
+    assert value2.dtype == dtype
+    close(value2, expected, TOL[dtype], f"{case.op}: value_and_grad value")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_first_partials(case, dtype):
+    xs64 = sample(case, seed=3)
+    xs = [x.astype(dtype) for x in xs64]
+    syms, _, grad, _ = sym_derivatives(case)
+    argnums = tuple(range(case.arity))
+    got = bd.grad(case.fn, argnums=argnums, backend=BACKEND)(*xs)
+    assert len(got) == case.arity
+    for k, g in enumerate(got):
+        assert g.dtype == dtype and g.shape == (N_POINTS,)
+        if case.kind in ("zero", "stop"):
+            np.testing.assert_array_equal(g, 0.0, err_msg=f"{case.op}: d/d arg {k}")
+        else:
+            close(g, sym_eval(grad[k], syms, xs), TOL[dtype], f"{case.op}: d/d arg {k} vs SymPy")
+    if case.kind == "smooth" and dtype == np.float64:
+        fd = central_differences(case.fn, [x.copy() for x in xs64])
+        for k, g in enumerate(got):
+            close(g, fd[k], 1e-5, f"{case.op}: d/d arg {k} vs finite differences")
+
+    # the JVP with one-hot tangents gives the same columns, forward mode
+    for k in range(case.arity):
+        tangents = [np.full_like(x, 1.0 if j == k else 0.0) for j, x in enumerate(xs)]
+        _, t = bd.jvp(case.fn, argnums=argnums, backend=BACKEND)(*xs, *tangents)
+        close(t, got[k], TOL[dtype], f"{case.op}: jvp column {k} vs grad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_jacobian_vjp_hvp(case, dtype):
+    """The other transforms give the same partials: jacobian (both modes), vjp, hvp."""
+    xs = [x.astype(dtype) for x in sample(case, seed=6)]
+    syms, expr, grad, hess = sym_derivatives(case)
+    zero = case.kind in ("zero", "stop")
+    expected_grad = [np.zeros(N_POINTS) if zero else sym_eval(g, syms, xs) for g in grad]
+    expected_hess = [[np.zeros(N_POINTS) if zero else sym_eval(h, syms, xs) for h in row]
+                     for row in hess]
+    argnums = tuple(range(case.arity))
+    rtol = TOL[dtype]
+    for mode in ("forward", "reverse"):
+        jac = bd.jacobian(case.fn, argnums=argnums, backend=BACKEND, mode=mode)(*xs)
+        for k in range(case.arity):
+            assert jac[k].dtype == dtype
+            close(jac[k], expected_grad[k], rtol, f"{case.op}: jacobian ({mode}) arg {k}")
+    u = np.linspace(-1.0, 2.0, N_POINTS).astype(dtype)
+    value, ubar = bd.vjp(case.fn, argnums=argnums, backend=BACKEND)(*xs, u)
+    close(value, sym_eval(expr, syms, xs), rtol, f"{case.op}: vjp value")
+    for k in range(case.arity):
+        assert ubar[k].dtype == dtype
+        close(ubar[k], u * expected_grad[k], rtol, f"{case.op}: vjp arg {k}")
+    vs = [np.cos(np.arange(N_POINTS) + k).astype(dtype) for k in range(case.arity)]
+    hv = bd.hvp(case.fn, argnums=argnums, backend=BACKEND)(*xs, *vs)
+    for a in range(case.arity):
+        assert hv[a].dtype == dtype
+        expected = sum(expected_hess[a][b] * vs[b] for b in range(case.arity))
+        close(hv[a], expected, rtol, f"{case.op}: hvp arg {a}")
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_second_partials(case, dtype, mode):
+    xs64 = sample(case, seed=4)
+    xs = [x.astype(dtype) for x in xs64]
+    syms, _, _, hess = sym_derivatives(case)
+    argnums = tuple(range(case.arity))
+    got = bd.hessian(case.fn, argnums=argnums, backend=BACKEND, mode=mode)(*xs)
+    for a in range(case.arity):
+        for b in range(case.arity):
+            h = got[a][b]
+            assert h.dtype == dtype and h.shape == (N_POINTS,)
+            what = f"{case.op}: d2/d arg{a} d arg{b} ({mode})"
+            if case.kind in ("zero", "stop"):
+                np.testing.assert_array_equal(h, 0.0, err_msg=what)
+            else:
+                close(h, sym_eval(hess[a][b], syms, xs), TOL[dtype], what)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.kind == "smooth"], ids=lambda c: c.op)
+def test_second_partials_match_differences_of_gradient(case):
+    """Hessian columns against central differences of batchdiff's own gradient."""
+    xs = sample(case, seed=5)
+    argnums = tuple(range(case.arity))
+    grad = bd.grad(case.fn, argnums=argnums, backend=BACKEND)
+    hess = bd.hessian(case.fn, argnums=argnums, backend=BACKEND)(*xs)
+    for a in range(case.arity):
+        fd = central_differences(lambda *x: grad(*x)[a], [x.copy() for x in xs])
+        for b in range(case.arity):
+            close(hess[a][b], fd[b], 1e-5, f"{case.op}: d2/d arg{a} d arg{b} vs FD of grad")
+
+
+def test_stop_gradient_passes_value_blocks_derivative():
+    x = np.linspace(-2.0, 2.0, 9)
+    f = lambda a: a * bd.stop_gradient(a)          # noqa: E731
+    value, g = bd.value_and_grad(f, backend=BACKEND)(x)
+    np.testing.assert_array_equal(value, x * x)
+    np.testing.assert_array_equal(g, x)             # only the unstopped factor
+    h = bd.hessian(f, backend=BACKEND)(x)
+    np.testing.assert_array_equal(h, 0.0)
+
+
+def test_comparison_derivatives_are_zero_in_where():
+    """A comparison feeding np.where contributes nothing; the branches do."""
+    x = np.array([-1.5, -0.5, 0.5, 1.5])
+    f = lambda a: np.where(a > 0, a ** 3, -a)       # noqa: E731
+    g = bd.grad(f, backend=BACKEND)(x)
+    np.testing.assert_allclose(g, np.where(x > 0, 3 * x ** 2, -1.0))
+    h = bd.hessian(f, backend=BACKEND)(x)
+    np.testing.assert_allclose(h, np.where(x > 0, 6 * x, 0.0))
+
+
+# -- NaN and inf propagate, without warnings or errors ------------------------------------
+
+def _quiet(call):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return call()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_sqrt_of_negative_is_nan(dtype):
+    x = np.array([-1.0, 4.0], dtype=dtype)
+    value, g = _quiet(lambda: bd.value_and_grad(np.sqrt, backend=BACKEND)(x))
+    assert value.dtype == dtype
+    assert np.isnan(value[0]) and np.isnan(g[0])
+    np.testing.assert_allclose([value[1], g[1]], [2.0, 0.25])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_log_of_zero_is_minus_inf_with_inf_derivative(dtype):
+    x = np.array([0.0, 1.0], dtype=dtype)
+    value, g = _quiet(lambda: bd.value_and_grad(np.log, backend=BACKEND)(x))
+    assert value[0] == -np.inf and g[0] == np.inf
+    np.testing.assert_allclose([value[1], g[1]], [0.0, 1.0])
+    h = _quiet(lambda: bd.hessian(np.log, backend=BACKEND)(x))
+    assert h[0] == -np.inf and h[1] == -1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_reciprocal_of_zero_is_inf(dtype):
+    x = np.array([0.0, 2.0], dtype=dtype)
+    value, g = _quiet(lambda: bd.value_and_grad(lambda a: 1.0 / a, backend=BACKEND)(x))
+    assert value[0] == np.inf and g[0] == -np.inf
+    np.testing.assert_allclose([value[1], g[1]], [0.5, -0.25])
+
+
+def test_nan_input_propagates_through_every_smooth_op():
+    constant_partials = {"add", "sub", "neg", "max", "min"}   # max/min: NaN picks a branch
+    for case in CASES:
+        if case.kind != "smooth" or case.op == "where":
+            continue
+        xs = [np.array([np.nan]) for _ in range(case.arity)]
+        argnums = tuple(range(case.arity))
+        value, g = _quiet(lambda: bd.value_and_grad(case.fn, argnums=argnums,
+                                                     backend=BACKEND)(*xs))
+        assert np.isnan(value[0]), case.op
+        if case.op not in constant_partials:
+            assert any(np.isnan(gk[0]) for gk in g), case.op
+
+
+def test_pow_derivative_in_exponent_at_zero_base():
+    """d/db 0**b = 0 for b > 0 (0**b is identically 0 there), not NaN."""
+    a, b = np.array([0.0, 0.0]), np.array([2.0, 0.5])
+    da, db = bd.grad(lambda a, b: a ** b, argnums=(0, 1), backend=BACKEND)(a, b)
+    np.testing.assert_array_equal(db, [0.0, 0.0])
+    np.testing.assert_array_equal(da, [0.0, np.inf])
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_pow_second_derivative_in_exponent_at_zero_base(mode):
+    """0**b is 0 for every b > 0, so every derivative in b is 0 there, the second too."""
+    a, b = np.array([0.0, 0.0]), np.array([2.0, 3.0])
+    h = bd.hessian(lambda a, b: a ** b, argnums=(0, 1), backend=BACKEND, mode=mode)(a, b)
+    np.testing.assert_array_equal(h[1][1], [0.0, 0.0], err_msg="d2/db2 at a = 0")
+    np.testing.assert_array_equal(h[0][1], [0.0, 0.0], err_msg="d2/da db at a = 0")
+
+
+def test_overflow_gives_inf():
+    x = np.array([1000.0])
+    value, g = _quiet(lambda: bd.value_and_grad(np.exp, backend=BACKEND)(x))
+    assert value[0] == np.inf and g[0] == np.inf
