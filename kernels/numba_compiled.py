@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from . import cache, layout
 from .printing import expression, py_literal
 
@@ -42,9 +44,16 @@ def print_kernel(tape, dtype, sources, segment=SEGMENT) -> str:
     for i in ops:
         for a in tape.instrs[i].args:
             last_seg[a] = max(last_seg.get(a, -1), seg_of[i])
-    outputs_of: dict[int, list] = {}
+    # each computed value is written once; constant outputs and the other positions of
+    # a repeated value (the mirrored Hessian triangle) are filled by loops over tables
+    first_pos, consts, dups = {}, [], []
     for k, o in enumerate(tape.outputs):
-        outputs_of.setdefault(o, []).append(k)
+        if tape.instrs[o].op == "const":
+            consts.append((k, tape.instrs[o].value))
+        elif o in first_pos:
+            dups.append((k, first_pos[o]))
+        else:
+            first_pos[o] = k
     # values read by a later segment live in the scratch array t
     crossing = [i for i in ops if last_seg.get(i, -1) > seg_of[i]]
     scratch = {i: k for k, i in enumerate(crossing)}
@@ -73,19 +82,34 @@ def print_kernel(tape, dtype, sources, segment=SEGMENT) -> str:
             ins = tape.instrs[i]
             expr = expression(ins, [name(a) for a in ins.args], "py", dtype, const_value)
             body.append(f"    v{i} = {expr}")
-            body += [f"    out[b, {k}] = v{i}" for k in outputs_of.get(i, ())]
+            if i in first_pos:
+                body.append(f"    out[b, {first_pos[i]}] = v{i}")
             if i in scratch:
                 body.append(f"    t[{scratch[i]}] = v{i}")
-        if s == len(segments) - 1:      # outputs that are inputs or constants
-            for o, ks in outputs_of.items():
-                if tape.instrs[o].op == "const":
-                    body += [f"    out[b, {k}] = {name(o)}" for k in ks]
-                elif tape.instrs[o].op == "input":
-                    body += [f"    out[b, {k}] = {load(o)}" for k in ks]
+        if s == len(segments) - 1:      # outputs that are inputs
+            body += [f"    out[b, {k}] = {load(o)}" for o, k in first_pos.items()
+                     if tape.instrs[o].op == "input"]
         lines.append(f"\n@njit(**_opts)\ndef segment{s}(X, S, out, t, b):")
         lines.extend(body or ["    pass"])
+    np_dtype = "np.float32" if np.dtype(dtype) == np.float32 else "np.float64"
+    lines.append(f"""
+
+_CONST_POS = np.array({[k for k, _ in consts]!r}, dtype=np.int64)
+_CONST_VAL = np.array([{", ".join(py_literal(v, np.float64) for _, v in consts)}], dtype={np_dtype})
+_DUP_DST = np.array({[k for k, _ in dups]!r}, dtype=np.int64)
+_DUP_SRC = np.array({[k for _, k in dups]!r}, dtype=np.int64)
+
+
+@njit(**_opts)
+def finish(out, b):
+    for j in range(_CONST_POS.shape[0]):
+        out[b, _CONST_POS[j]] = _CONST_VAL[j]
+    for j in range(_DUP_DST.shape[0]):
+        out[b, _DUP_DST[j]] = out[b, _DUP_SRC[j]]""")
+
     def calls(indent):
-        return "\n".join(f"{indent}segment{s}(X, S, out, t, b)" for s in range(len(segments)))
+        return "\n".join([f"{indent}segment{s}(X, S, out, t, b)" for s in range(len(segments))]
+                         + [f"{indent}finish(out, b)"])
     n_t = max(len(scratch), 1)
     lines.append(f'''
 

@@ -96,3 +96,16 @@ def test_default_backend_is_numba_and_auto_chooses():
     assert big == "compiled"
     x = np.random.default_rng(0).random((20, 4))
     np.testing.assert_allclose(bd.grad(f)(x), bd.grad(f, backend="numpy")(x), rtol=1e-12)
+
+
+def test_constant_outputs_including_nonfinite():
+    """Constant outputs (zeros of a Jacobian, inf, nan) are filled by every executor."""
+    f = lambda v: np.stack([v[0] * 0 + np.inf, v[1] * 0 - np.inf, v[0] * 0 + np.nan,  # noqa: E731
+                            v[0] * v[1], v[0] * v[1], 2.0 * v[0]])
+    x = np.random.default_rng(5).random((9, 2))
+    ref = bd.jacobian(f, backend="numpy")(x), bd.jvp(f, backend="numpy")(x, x)
+    for method in ("replay", "compiled"):
+        got = bd.jacobian(f, method=method)(x), bd.jvp(f, method=method)(x, x)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1][0], ref[1][0])
+        np.testing.assert_array_equal(got[1][1], ref[1][1])

@@ -1,0 +1,87 @@
+"""Cold start: the first call of ``bd.hessian(rosenbrock)(X)``, B = 100,000, in a
+fresh Python process.
+
+Each sample is a new interpreter (asv's ``timeraw_``). Importing NumPy and batchdiff
+and making X are its untimed setup; the timed statement is the first call, which
+imports Numba, traces, transforms, and compiles or loads its kernel:
+
+- ``ColdStartEmptyCache``: ``BATCHDIFF_CACHE_DIR`` is a new empty directory, so the
+  kernel (compiled) or the interpreter (replay) is compiled;
+- ``ColdStartWarmCache``: the directory was filled by the same call in another
+  process during ``setup``, so the kernel is loaded from disk.
+
+``method="auto"`` replays at this batch size (below ``COMPILE_MIN_POINTS``) unless a
+compiled kernel is on disk; ``"compiled"`` forces the per-expression kernel.
+"""
+import inspect
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from . import problems as P
+
+METHODS = ["auto", "compiled"]
+
+_PREAMBLE = """
+import os
+{cache_dir}
+import numpy as np
+import batchdiff as bd
+
+{function}
+X = np.random.default_rng(0).uniform(-1.0, 1.0, ({batch}, 10))
+g = bd.hessian(rosenbrock, method={method!r})
+"""
+
+_EMPTY_CACHE = """
+import atexit, shutil, tempfile
+_cache = tempfile.mkdtemp(prefix="batchdiff-cold-")
+atexit.register(shutil.rmtree, _cache, True)
+os.environ["BATCHDIFF_CACHE_DIR"] = _cache
+"""
+
+FIRST_CALL = "H = g(X)"
+
+
+def _setup_code(cache_dir_code: str, method: str) -> str:
+    return _PREAMBLE.format(cache_dir=cache_dir_code, function=inspect.getsource(P.rosenbrock),
+                            batch=P.B, method=method)
+
+
+class _ColdStart:
+    params = [METHODS]
+    param_names = ["method"]
+    number = 1
+    repeat = 3
+    rounds = 1
+    warmup_time = 0
+    timeout = 300
+
+
+class ColdStartEmptyCache(_ColdStart):
+    """First call in a fresh process with an empty kernel cache."""
+
+    def timeraw_first_call(self, method):
+        return FIRST_CALL, _setup_code(_EMPTY_CACHE, method)
+
+
+class ColdStartWarmCache(_ColdStart):
+    """First call in a fresh process whose kernel cache holds the kernel already."""
+
+    def setup(self, method):
+        self.dir = tempfile.mkdtemp(prefix="batchdiff-warm-")
+        code = _setup_code(f"os.environ['BATCHDIFF_CACHE_DIR'] = {self.dir!r}", method)
+        subprocess.run([sys.executable, "-c", code + FIRST_CALL], check=True)
+
+    def timeraw_first_call(self, method):
+        code = _setup_code(f"os.environ['BATCHDIFF_CACHE_DIR'] = {self.dir!r}", method)
+        return FIRST_CALL, code
+
+    def teardown(self, method):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timeraw_import_batchdiff():
+    """``import batchdiff`` in a fresh process (NumPy already imported)."""
+    return "import batchdiff", "import numpy"
