@@ -37,7 +37,7 @@ def module_name(source: str, prefix: str) -> str:
     return f"{prefix}_{hashlib.sha256(source.encode()).hexdigest()[:24]}"
 
 
-def _write_atomic(path: str, text: str):
+def write_atomic(path: str, text: str):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -65,6 +65,15 @@ def _clear_numba_cache(name: str, directory: str):
             pass
 
 
+def store(source: str, prefix: str) -> str:
+    """Write ``source`` to the cache directory (if not there already); returns its module name."""
+    name = module_name(source, prefix)
+    path = os.path.join(cache_dir(), name + ".py")
+    if not _holds(path, source):
+        write_atomic(path, source)
+    return name
+
+
 def load(source: str, prefix: str, check=None):
     """Import generated ``source`` as a module from the cache directory.
 
@@ -82,7 +91,7 @@ def load(source: str, prefix: str, check=None):
         for attempt in (0, 1):
             if attempt or not _holds(path, source):
                 _clear_numba_cache(name, directory)
-                _write_atomic(path, source)
+                write_atomic(path, source)
             try:
                 spec = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(spec)

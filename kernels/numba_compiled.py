@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from . import cache, layout
+from . import cache, warmup
 from .printing import expression, py_literal
 
 SEGMENT = 250          # statements per segment function
@@ -131,7 +131,9 @@ def run_serial(X, S, out):
     return "\n".join(lines)
 
 
+PREFIX = "bdk"
 _kernels: dict = {}
+_names: dict = {}
 _kernels_lock = threading.Lock()
 
 
@@ -148,9 +150,27 @@ def kernel_module(tape, dtype, sources):
         with _kernels_lock:
             module = _kernels.get(key)
             if module is None:
-                module = cache.load(print_kernel(tape, dtype, sources), "bdk")
+                module = cache.load(print_kernel(tape, dtype, sources), PREFIX)
+                compile_for(module, np.dtype(dtype))   # both entry points, for the disk cache
+                warmup.mark_ready(module_name(tape, dtype, sources), dtype)
                 _kernels[key] = module
     return module
+
+
+def module_name(tape, dtype, sources) -> str:
+    """The kernel's module name in the cache (its source is written there)."""
+    key = (tape, str(dtype), tuple(sources))
+    name = _names.get(key)
+    if name is None:
+        name = _names[key] = cache.store(print_kernel(tape, dtype, sources), PREFIX)
+    return name
+
+
+def compile_for(module, dtype):
+    """Compile (or load) the kernel's entry points for ``dtype``: an empty run of each."""
+    empty = np.zeros((0, 0), dtype)
+    for fn in (module.run_serial, module.run_parallel):
+        fn(empty, np.zeros(0, dtype), empty)
 
 
 def run(module, X, S, out, parallel: bool):

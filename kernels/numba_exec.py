@@ -1,25 +1,29 @@
-"""Running tapes on CPU cores with Numba: choosing between replay and compiled kernels.
+"""Running tapes on CPU cores with Numba: choosing the executor for each call.
 
-``method="auto"`` replays the tape with the generic interpreter (no compilation) and
-switches to a compiled kernel where that pays:
+``method="auto"`` takes the fastest executor that is ready, and gets the better ones
+ready without making a call wait (``warmup``):
 
-- the kernel is already compiled, in this process or in the disk cache; or
-- the tape is small enough to compile quickly (``COMPILE_MAX_OPS``) and the work is
-  large: a batch of at least ``COMPILE_MIN_POINTS`` points, or that many points
-  summed over the calls made so far with this tape.
+1. the compiled kernel of this tape, if it is loaded or compiled on disk;
+2. the replay interpreter, if it is loaded or compiled on disk (once per machine);
+3. the NumPy reference interpreter, on a machine where nothing is compiled yet.
 
-The constants come from ``benchmarks/crossover.py`` (see the README): a compiled kernel
-costs about 3 ms of compile time per op, once, and is 1.5-3x faster per point than
-replay, so it repays its compile after a few million point-ops.
+The replay interpreter is compiled in the background the first time it is missing.
+A compiled kernel is worth its compile time (about 3 ms per op, once, cached on disk)
+when the tape is small enough (``COMPILE_MAX_OPS``) and the work is large: a batch of
+``COMPILE_MIN_POINTS`` points, or that many summed over the calls with this tape;
+then it is compiled in the background while replay serves the calls. The constants
+were chosen from ``benchmarks/compare.py`` and the asv suite (README, "Choosing the
+executor").
 """
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
 
-from . import cache, layout, numba_compiled, numba_replay
+from batchdiff.interpreter import evaluate
+
+from . import layout, numba_compiled, numba_replay, warmup
 
 COMPILE_MAX_OPS = 3000
 COMPILE_MIN_POINTS = 200_000
@@ -30,17 +34,18 @@ _launch = threading.Lock()
 _points_seen: dict = {}
 
 
-def _compiled_on_disk(tape, dtype, sources) -> bool:
-    name = cache.module_name(numba_compiled.print_kernel(tape, dtype, sources), "bdk")
-    pycache = os.path.join(cache.cache_dir(), "__pycache__")
-    try:
-        return any(f.startswith(name) and f.endswith(".nbi") for f in os.listdir(pycache))
-    except OSError:
+def _ready_or_start(name, dtype) -> bool:
+    """Whether ``name`` can be loaded now; if not, start compiling it in the background."""
+    if warmup.is_ready(name, dtype):
+        return True
+    if warmup.enabled():
+        warmup.start(name, dtype)
         return False
+    return True          # no background compiles: compile in this process when needed
 
 
 def choose(tape, batch_size, dtype, sources, method="auto") -> str:
-    """"replay" or "compiled" for this call (``method`` forces one)."""
+    """"compiled", "replay" or "numpy" for this call (``method`` other than "auto" forces one)."""
     if method != "auto":
         return method
     key = (tape, str(dtype), sources)
@@ -48,11 +53,14 @@ def choose(tape, batch_size, dtype, sources, method="auto") -> str:
         return "compiled"
     seen = _points_seen.get(key, 0) + batch_size
     _points_seen[key] = seen
-    if tape.num_ops > COMPILE_MAX_OPS:
+    if tape.num_ops <= COMPILE_MAX_OPS and (
+            seen >= COMPILE_MIN_POINTS
+            or warmup.is_ready(numba_compiled.module_name(tape, dtype, sources), dtype)):
+        if _ready_or_start(numba_compiled.module_name(tape, dtype, sources), dtype):
+            return "compiled"
+    if numba_replay.is_loaded(dtype) or _ready_or_start(numba_replay.module_name(), dtype):
         return "replay"
-    if seen >= COMPILE_MIN_POINTS or _compiled_on_disk(tape, dtype, sources):
-        return "compiled"
-    return "replay"
+    return "numpy"
 
 
 def execute(tape, blocks, batch_size, dtype, method="auto") -> np.ndarray:
@@ -65,6 +73,8 @@ def execute(tape, blocks, batch_size, dtype, method="auto") -> np.ndarray:
     sources = tuple(layout.sources_of(blocks, batch_size))
     parallel = batch_size >= PARALLEL_MIN_POINTS
     how = choose(tape, batch_size, dtype, sources, method)
+    if how == "numpy":
+        return evaluate(tape, blocks, batch_size, dtype)
     with _launch:
         if how == "compiled":
             module = numba_compiled.kernel_module(tape, dtype, sources)

@@ -18,9 +18,10 @@ import numpy as np
 
 from batchdiff.ops import OPS
 
-from . import cache, layout
+from . import cache, layout, warmup
 
 BLOCK = 128
+PREFIX = "bdreplay"
 # opcodes: ops in this order (frequent first: the branch chain is walked per instruction)
 _FIRST = ("mul", "add", "sub", "neg", "div", "where")
 OPCODES = {name: k for k, name in enumerate(_FIRST + tuple(n for n in OPS if n not in _FIRST))}
@@ -90,9 +91,23 @@ def run_serial(code, consts, X, S, out, out_slots, n_slots, block):
 
 
 @functools.lru_cache(maxsize=None)
+def module_name() -> str:
+    """The interpreter's module name in the kernel cache (its source is written there)."""
+    return cache.store(replay_source(), PREFIX)
+
+
+@functools.lru_cache(maxsize=None)
 def interpreter():
-    """The compiled interpreter module (loaded from the kernel cache after the first time)."""
-    return cache.load(replay_source(), "bdreplay")
+    """The interpreter module (Numba loads its machine code from the disk cache)."""
+    return cache.load(replay_source(), PREFIX)
+
+
+def compile_for(module, dtype):
+    """Compile (or load) the interpreter's entry points for ``dtype``: an empty run of each."""
+    empty = np.zeros((0, 0), dtype)
+    for fn in (module.run_serial, module.run_parallel):
+        fn(np.zeros((0, 5), np.int64), np.zeros(0, dtype), empty, np.zeros(0, dtype),
+           empty, np.zeros(0, np.int64), 1, BLOCK)
 
 
 @functools.lru_cache(maxsize=256)
@@ -117,8 +132,20 @@ def encode(tape, sources: tuple):
     return code, np.array(consts, dtype=np.float64), out_slots, max(n_slots, 1)
 
 
+_loaded: set = set()
+
+
+def is_loaded(dtype) -> bool:
+    """Whether the interpreter has run for ``dtype`` in this process."""
+    return np.dtype(dtype).name in _loaded
+
+
 def run(tape, sources, X, S, out, parallel: bool, block: int = BLOCK):
     code, consts, out_slots, n_slots = encode(tape, tuple(sources))
     module = interpreter()
+    if out.dtype.name not in _loaded:     # both entry points, so the disk cache is complete
+        compile_for(module, out.dtype)
+        warmup.mark_ready(module_name(), out.dtype)
+        _loaded.add(out.dtype.name)
     fn = module.run_parallel if parallel else module.run_serial
     fn(code, consts.astype(out.dtype), X, S, out, out_slots, n_slots, block)
