@@ -65,6 +65,13 @@ def _clear_numba_cache(name: str, directory: str):
             pass
 
 
+def evict(name: str):
+    """Forget module ``name``: in this process and its Numba cache files on disk."""
+    with _lock:
+        sys.modules.pop(name, None)
+        _clear_numba_cache(name, cache_dir())
+
+
 def store(source: str, prefix: str) -> str:
     """Write ``source`` to the cache directory (if not there already); returns its module name."""
     name = module_name(source, prefix)

@@ -150,8 +150,9 @@ def kernel_module(tape, dtype, sources):
         with _kernels_lock:
             module = _kernels.get(key)
             if module is None:
-                module = cache.load(print_kernel(tape, dtype, sources), PREFIX)
-                compile_for(module, np.dtype(dtype))   # both entry points, for the disk cache
+                # both entry points compiled (or loaded) now; a broken cache entry is rebuilt
+                module = cache.load(print_kernel(tape, dtype, sources), PREFIX,
+                                    check=lambda m: compile_for(m, np.dtype(dtype)))
                 warmup.mark_ready(module_name(tape, dtype, sources), dtype)
                 _kernels[key] = module
     return module

@@ -99,7 +99,7 @@ def module_name() -> str:
 @functools.lru_cache(maxsize=None)
 def interpreter():
     """The interpreter module (Numba loads its machine code from the disk cache)."""
-    return cache.load(replay_source(), PREFIX)
+    return cache.load(replay_source(), PREFIX, check=lambda m: compile_for(m, np.float64))
 
 
 def compile_for(module, dtype):
@@ -144,7 +144,13 @@ def run(tape, sources, X, S, out, parallel: bool, block: int = BLOCK):
     code, consts, out_slots, n_slots = encode(tape, tuple(sources))
     module = interpreter()
     if out.dtype.name not in _loaded:     # both entry points, so the disk cache is complete
-        compile_for(module, out.dtype)
+        try:
+            compile_for(module, out.dtype)
+        except Exception:                 # a broken disk cache entry: rebuild it once
+            interpreter.cache_clear()
+            cache.evict(module_name())
+            module = interpreter()
+            compile_for(module, out.dtype)
         warmup.mark_ready(module_name(), out.dtype)
         _loaded.add(out.dtype.name)
     fn = module.run_parallel if parallel else module.run_serial

@@ -101,3 +101,24 @@ def test_threads_share_kernels():
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_corrupt_numba_cache_files_are_rebuilt(tmp_path):
+    """Garbage in Numba's cache files next to a kernel is rebuilt, not fatal."""
+    script = textwrap.dedent("""
+        import glob, os, numpy as np, batchdiff as bd
+        f = lambda v: np.sum(v ** 3)
+        X = np.ones((4, 3))
+        bd.grad(f, method="compiled")(X)
+        for p in glob.glob(os.path.join(os.environ["BATCHDIFF_CACHE_DIR"], "__pycache__", "bdk_*")):
+            open(p, "wb").write(b"garbage")
+    """)
+    env = dict(os.environ, BATCHDIFF_CACHE_DIR=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import numpy as np, batchdiff as bd
+        print(bd.grad(lambda v: np.sum(v ** 3), method="compiled")(np.ones((4, 3)))[0, 0])
+    """)], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert float(again.stdout) == 3.0
