@@ -10,8 +10,11 @@ imports Numba, traces, transforms, and compiles or loads its kernel:
 - ``ColdStartWarmCache``: the directory was filled by the same call in another
   process during ``setup``, so the kernel is loaded from disk.
 
-``method="auto"`` replays at this batch size (below ``COMPILE_MIN_POINTS``) unless a
-compiled kernel is on disk; ``"compiled"`` forces the per-expression kernel.
+``method="auto"`` takes what is ready (a compiled kernel or the replay interpreter on
+disk) and otherwise runs the NumPy interpreter while the replay interpreter compiles in
+a background process; ``"compiled"`` forces the per-expression kernel, compiled in the
+calling process. A child waits for its background compiles at exit (untimed), so that
+they neither lose their cache directory nor slow down the benchmarks after it.
 """
 import inspect
 import shutil
@@ -24,18 +27,24 @@ from . import problems as P
 METHODS = ["auto", "compiled"]
 
 _PREAMBLE = """
-import os
+import atexit, os
 {cache_dir}
 import numpy as np
 import batchdiff as bd
+try:
+    from batchdiff.kernels.warmup import wait as wait_background
+except ImportError:          # a batchdiff without background compiles
+    def wait_background():
+        pass
 
 {function}
 X = np.random.default_rng(0).uniform(-1.0, 1.0, ({batch}, 10))
 g = bd.hessian(rosenbrock, method={method!r})
+atexit.register(wait_background)   # registered last, runs first
 """
 
 _EMPTY_CACHE = """
-import atexit, shutil, tempfile
+import shutil, tempfile
 _cache = tempfile.mkdtemp(prefix="batchdiff-cold-")
 atexit.register(shutil.rmtree, _cache, True)
 os.environ["BATCHDIFF_CACHE_DIR"] = _cache

@@ -8,10 +8,10 @@ kernels of ``benchmarks/handwritten.py``.
 
 ``Run.setup`` also makes one untimed full-size call per process, so that a quick run's
 single sample is not the process's first touch of a 1.28 GB output (Lorenz-96). Even so,
-on the 2-core virtual machine the Lorenz-96 call varies from 0.3 s to 5 s from one call
-to the next, most of it in page faults on the freshly allocated output; ``Kernel``
-times the Numba kernels alone, writing into a preallocated output, as the hand-written
-kernels are timed.
+on the 2-core virtual machine that call varies by 10x from one process to the next
+(0.14 s to 1.8 s for replay, steady within a process), nearly all of it page faults on
+the freshly allocated output; ``Kernel`` times the Numba kernels alone, writing into a
+preallocated output, as the hand-written kernels are timed.
 
 Peak memory is the whole process's maximum resident size (asv's ``peakmem``), so
 ``peakmem_setup_only`` gives the baseline of the same process without the timed call:

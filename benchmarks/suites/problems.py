@@ -25,7 +25,7 @@ import numpy as np
 import batchdiff as bd
 from batchdiff import ad
 from batchdiff.api import build_program
-from batchdiff.kernels import cache, layout
+from batchdiff.kernels import cache, layout, numba_compiled, numba_replay
 from batchdiff.tracer import trace
 
 B = 100_000                 # points per batch in the run benchmarks
@@ -150,6 +150,21 @@ def drop_cache_dir(path: str, previous: str | None):
 def forget_module(source: str, prefix: str):
     """Drop a generated module from this process, so the next load imports it again."""
     sys.modules.pop(cache.module_name(source, prefix), None)
+
+
+def forget_compiled(source: str):
+    """Forget every compiled kernel of this process (the memo and the module ``source``)."""
+    numba_compiled._kernels.clear()
+    numba_compiled._names.clear()
+    forget_module(source, numba_compiled.PREFIX)
+
+
+def forget_replay():
+    """Forget the replay interpreter in this process: the next run loads or compiles it."""
+    numba_replay.interpreter.cache_clear()
+    numba_replay.module_name.cache_clear()
+    numba_replay._loaded.clear()
+    forget_module(numba_replay.replay_source(), numba_replay.PREFIX)
 
 
 @functools.lru_cache(maxsize=None)
