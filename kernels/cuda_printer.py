@@ -4,6 +4,9 @@
 as straight-line ``const`` statements, and writes output ``k`` of point ``b`` to
 ``out[k * B + b]`` (batch-fastest, so a warp's writes are coalesced; a node that is
 several outputs, like the two triangles of a Hessian, is written from one local).
+Many outputs of one constant value (the zeros of a sparse Hessian) are written by a
+loop over a table of their positions: thousands of constant stores in straight-line
+code take NVVM and ptxas minutes.
 ``bd_kernel`` is a grid-stride loop over points calling it.
 
 NVRTC's compile time grows with function size, so a long tape is cut into
@@ -21,7 +24,12 @@ import numpy as np
 
 from .printing import c_literal, expression
 
-SEGMENT = 200          # statements per segment function
+# Statements per segment function. Measured with nvcc -cubin (NVRTC and ptxas work):
+# a 44,000-op reverse-mode Hessian compiles in 64 s as one function, 35 s in segments
+# of 1000 and 100+ s in segments of 200 (more values cross the boundaries); a
+# 6,000-op dense Hessian in 21 s, 12 s and 9 s.
+SEGMENT = 1000
+TABLE_MIN = 8          # constant outputs of one value written by a loop over a table
 
 # NVRTC has no standard headers and math_constants.h may not be on its include path,
 # so on the device the constants are defined from their bit patterns, the same way
@@ -90,6 +98,8 @@ class _Printer:
         for k, o in enumerate(tape.outputs):
             self.outputs_of.setdefault(o, []).append(k)
         self.slot, self.n_slots = self._scratch_slots()
+        self.tables = {tuple(ks): f"{prefix}outputs{j}" for j, (_, ks) in enumerate(
+            g for g in self.constant_outputs() if len(g[1]) >= TABLE_MIN)}
 
     def _scratch_slots(self):
         """A slot of the scratch array for each value read by a later segment.
@@ -128,6 +138,14 @@ class _Printer:
         kind, idx = self.sources[self.tape.instrs[i].value]
         return f"X[b * {self.nx} + {idx}]" if kind == "x" else f"S[{idx}]"
 
+    def constant_outputs(self):
+        """(literal, output positions) for each constant value among the outputs."""
+        groups: dict[str, list] = {}
+        for o, ks in self.outputs_of.items():
+            if self.tape.instrs[o].op == "const":
+                groups.setdefault(self.name(o), []).extend(ks)
+        return [(value, sorted(ks)) for value, ks in groups.items()]
+
     def const_value(self, i):
         ins = self.tape.instrs[i]
         return ins.value if ins.op == "const" else None
@@ -155,14 +173,21 @@ class _Printer:
         if last:
             lines += [f"out[{k} * B + b] = {self.name(o)};"
                       for o, ks in self.outputs_of.items()
-                      if tape.instrs[o].op in ("input", "const") for k in ks]
+                      if tape.instrs[o].op == "input" for k in ks]
+            for value, ks in self.constant_outputs():
+                if len(ks) < TABLE_MIN:
+                    lines += [f"out[{k} * B + b] = {value};" for k in ks]
+                else:
+                    table = self.tables[tuple(ks)]
+                    lines += [f"for (int i = 0; i < {len(ks)}; ++i)",
+                              f"    out[{table}[i] * B + b] = {value};"]
         return lines
 
     def source(self) -> str:
         p, T = self.prefix, self.T
         params = (f"const {T}* __restrict__ X, const {T}* __restrict__ S, "
                   f"{T}* __restrict__ out")
-        parts = []
+        parts = [_table(name, ks) for ks, name in self.tables.items()]
         if len(self.segments) == 1:
             point = self.body(0)
         else:
@@ -191,6 +216,12 @@ extern "C" void {p}host_run({params}, long long B)
 #endif
 """)
         return "\n".join(parts)
+
+
+def _table(name, values) -> str:
+    rows = [", ".join(map(str, values[k:k + 16])) for k in range(0, len(values), 16)]
+    return (f"__device__ const int {name}[{len(values)}] = {{\n    "
+            + ",\n    ".join(rows) + "\n};\n")
 
 
 def _function(signature, lines) -> str:

@@ -44,9 +44,16 @@ def _cupy():
 
 
 def is_cuda_dlpack(x) -> bool:
-    """Whether ``x`` exports its memory through DLPack from a CUDA device (not CuPy's own)."""
+    """Whether ``x`` is another library's array on a CUDA device (PyTorch, JAX), not CuPy's.
+
+    >>> import numpy as np
+    >>> is_cuda_dlpack(np.ones(3))          # DLPack device: the CPU
+    False
+    """
     device = getattr(x, "__dlpack_device__", None)
     if device is None or not hasattr(x, "__dlpack__"):
+        return False
+    if type(x).__module__.split(".")[0] == "cupy":
         return False
     try:
         return int(device()[0]) in DLPACK_CUDA

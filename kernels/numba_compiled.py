@@ -13,6 +13,7 @@ batch size, so a new batch size reuses the compiled kernel.
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -92,18 +93,27 @@ def print_kernel(tape, dtype, sources, segment=SEGMENT) -> str:
         lines.append(f"\n@njit(**_opts)\ndef segment{s}(X, S, out, t, b):")
         lines.extend(body or ["    pass"])
     np_dtype = "np.float32" if np.dtype(dtype) == np.float32 else "np.float64"
+    runs = []                   # constant outputs as runs of equal values: (start, stop, value)
+    for k, v in consts:
+        if runs and runs[-1][1] == k and _same(runs[-1][2], v):
+            runs[-1][1] = k + 1
+        else:
+            runs.append([k, k + 1, v])
     lines.append(f"""
 
-_CONST_POS = np.array({[k for k, _ in consts]!r}, dtype=np.int64)
-_CONST_VAL = np.array([{", ".join(py_literal(v, np.float64) for _, v in consts)}], dtype={np_dtype})
+_RUN_START = np.array({[r[0] for r in runs]!r}, dtype=np.int64)
+_RUN_STOP = np.array({[r[1] for r in runs]!r}, dtype=np.int64)
+_RUN_VAL = np.array([{", ".join(py_literal(r[2], np.float64) for r in runs)}], dtype={np_dtype})
 _DUP_DST = np.array({[k for k, _ in dups]!r}, dtype=np.int64)
 _DUP_SRC = np.array({[k for _, k in dups]!r}, dtype=np.int64)
 
 
 @njit(**_opts)
 def finish(out, b):
-    for j in range(_CONST_POS.shape[0]):
-        out[b, _CONST_POS[j]] = _CONST_VAL[j]
+    for j in range(_RUN_START.shape[0]):
+        v = _RUN_VAL[j]
+        for k in range(_RUN_START[j], _RUN_STOP[j]):
+            out[b, k] = v
     for j in range(_DUP_DST.shape[0]):
         out[b, _DUP_DST[j]] = out[b, _DUP_SRC[j]]""")
 
@@ -132,8 +142,13 @@ def run_serial(X, S, out):
 
 
 PREFIX = "bdk"
+def _same(a, b) -> bool:
+    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b) or a != a and b != b
+
+
 _kernels: dict = {}
 _names: dict = {}
+_verified: set = set()      # modules whose entry points have run in this process
 _kernels_lock = threading.Lock()
 
 
@@ -150,10 +165,13 @@ def kernel_module(tape, dtype, sources):
         with _kernels_lock:
             module = _kernels.get(key)
             if module is None:
-                # both entry points compiled (or loaded) now; a broken cache entry is rebuilt
-                module = cache.load(print_kernel(tape, dtype, sources), PREFIX,
-                                    check=lambda m: compile_for(m, np.dtype(dtype)))
-                warmup.mark_ready(module_name(tape, dtype, sources), dtype)
+                name = module_name(tape, dtype, sources)
+                if warmup.is_ready(name, dtype):     # on disk: load entry points when called
+                    module = cache.load(print_kernel(tape, dtype, sources), PREFIX)
+                else:   # compile both entry points now (a broken cache entry is rebuilt)
+                    module = cache.load(print_kernel(tape, dtype, sources), PREFIX,
+                                        check=lambda m: compile_for(m, np.dtype(dtype)))
+                    warmup.mark_ready(name, dtype)
                 _kernels[key] = module
     return module
 
@@ -175,6 +193,19 @@ def compile_for(module, dtype):
 
 
 def run(module, X, S, out, parallel: bool):
-    (module.run_parallel if parallel else module.run_serial)(X, S, out)
-
-
+    """Run a kernel module; a module whose Numba cache cannot be loaded is rebuilt once."""
+    try:
+        (module.run_parallel if parallel else module.run_serial)(X, S, out)
+    except Exception:
+        if module.__name__ in _verified:
+            raise
+        with _kernels_lock:
+            key = next((k for k, m in _kernels.items() if m is module), None)
+            cache.evict(module.__name__)
+            with open(module.__file__) as f:
+                module = cache.load(f.read(), PREFIX,
+                                    check=lambda m: compile_for(m, out.dtype))
+            if key is not None:
+                _kernels[key] = module
+        (module.run_parallel if parallel else module.run_serial)(X, S, out)
+    _verified.add(module.__name__)

@@ -99,7 +99,7 @@ def module_name() -> str:
 @functools.lru_cache(maxsize=None)
 def interpreter():
     """The interpreter module (Numba loads its machine code from the disk cache)."""
-    return cache.load(replay_source(), PREFIX, check=lambda m: compile_for(m, np.float64))
+    return cache.load(replay_source(), PREFIX)
 
 
 def compile_for(module, dtype):
@@ -142,16 +142,21 @@ def is_loaded(dtype) -> bool:
 
 def run(tape, sources, X, S, out, parallel: bool, block: int = BLOCK):
     code, consts, out_slots, n_slots = encode(tape, tuple(sources))
+    args = (code, consts.astype(out.dtype), X, S, out, out_slots, n_slots, block)
     module = interpreter()
-    if out.dtype.name not in _loaded:     # both entry points, so the disk cache is complete
-        try:
-            compile_for(module, out.dtype)
-        except Exception:                 # a broken disk cache entry: rebuild it once
-            interpreter.cache_clear()
-            cache.evict(module_name())
-            module = interpreter()
-            compile_for(module, out.dtype)
+    first = out.dtype.name not in _loaded
+    if first and not warmup.is_ready(module_name(), out.dtype):
+        compile_for(module, out.dtype)      # both entry points: the disk cache is complete
         warmup.mark_ready(module_name(), out.dtype)
-        _loaded.add(out.dtype.name)
-    fn = module.run_parallel if parallel else module.run_serial
-    fn(code, consts.astype(out.dtype), X, S, out, out_slots, n_slots, block)
+    try:
+        (module.run_parallel if parallel else module.run_serial)(*args)
+    except Exception:
+        if not first:
+            raise
+        # Numba could not load its cache files (truncated, corrupt): rebuild them once
+        interpreter.cache_clear()
+        cache.evict(module_name())
+        module = interpreter()
+        compile_for(module, out.dtype)
+        (module.run_parallel if parallel else module.run_serial)(*args)
+    _loaded.add(out.dtype.name)
