@@ -304,10 +304,11 @@ class Transformed:
         >>> "def run_parallel" in src
         True
         """
-        prim, _ = self._split(args)
+        prim, extra = self._split(args)
         batch = batching.prepare(prim, self.in_axes, self.backend)
-        return kernels.source(self._program(batch.shapes, batch.dtype).executable, batch,
-                              backend)
+        prog = self._program(batch.shapes, batch.dtype)
+        blocks = batch.blocks + self._extra_blocks(extra, batch, prog)
+        return kernels.source(prog.executable, blocks, batch, backend)
 
 
 def grad(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):

@@ -44,6 +44,12 @@ def array_module(x):
     return np
 
 
+def from_device(x):
+    """A CUDA array of another library (PyTorch, JAX) as a CuPy array on its memory (DLPack)."""
+    from .kernels import cupy_exec
+    return cupy_exec.from_dlpack(x) if cupy_exec.is_cuda_dlpack(x) else x
+
+
 def _as_numeric(x, what, xp):
     try:
         arr = xp.asarray(x)
@@ -81,7 +87,8 @@ def _axes(in_axes, n):
 
 def prepare(args, in_axes, backend=None) -> Batch:
     """Check the arguments of a call and lay them out as input blocks."""
-    xp = array_module(next((a for a in args if hasattr(a, "shape")), None))
+    args = [from_device(a) for a in args]
+    xp = next((array_module(a) for a in args if array_module(a) is not np), np)
     axes = _axes(in_axes, len(args))
     arrays, sizes = [], []
     for i, (x, axis) in enumerate(zip(args, axes)):
@@ -122,7 +129,7 @@ def prepare(args, in_axes, backend=None) -> Batch:
 
 def extra_block(v, shape, batch: Batch, what: str):
     """A tangent or cotangent: per point ``(B, *shape)`` or shared ``shape``."""
-    arr = _as_numeric(v, what, batch.xp)
+    arr = _as_numeric(from_device(v), what, batch.xp)
     if tuple(arr.shape) == (batch.size,) + tuple(shape):
         return arr.reshape(batch.size, math.prod(shape))
     if tuple(arr.shape) == tuple(shape):

@@ -108,8 +108,8 @@ _op("hypot", 2, np.hypot, lambda a, b, y: (a / y, b / y),
 # At a tie, max/min pass the whole derivative to the first argument (a subgradient).
 _op("abs", 1, np.abs, lambda a, y: (_call("sign", a),), "abs({0})", "fabs{f}({0})")
 _op("sign", 1, np.sign, lambda a, y: (None,),
-    "({T}(1) if {0} > 0 else ({T}(-1) if {0} < 0 else {0}))",
-    "(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0})))")
+    "({T}(1) if {0} > 0 else ({T}(-1) if {0} < 0 else {0} + {T}(0)))",
+    "(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0}) + ({T})0))")
 _op("max", 2, np.maximum,
     lambda a, b, y: (_select(a >= b, 1.0, 0.0), _select(a >= b, 0.0, 1.0)),
     "np.maximum({0}, {1})", "(({0}) > ({1}) || ({0}) != ({0}) ? ({0}) : ({1}))")

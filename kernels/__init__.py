@@ -2,9 +2,10 @@
 
 - ``numpy``: the reference interpreter (``batchdiff.interpreter``), the spec;
 - ``numba``: CPU cores, by tape replay or compiled kernels (``numba_exec``);
-- ``cupy``: NVIDIA GPUs (planned).
+- ``cupy``: NVIDIA GPUs, one thread per point in compiled CUDA kernels (``cupy_exec``).
 
-``backend=None`` picks ``numba`` for NumPy arrays (``numpy`` where Numba is missing).
+``backend=None`` picks ``numba`` for NumPy arrays (``numpy`` where Numba is missing) and
+``cupy`` for CuPy arrays (and CUDA arrays of other libraries, taken in through DLPack).
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def check_choice(backend, method):
         raise ValueError(f"backend={backend!r}: use one of {BACKENDS}")
     if method not in METHODS:
         raise ValueError(f"method={method!r}: use one of {METHODS}")
+    if backend == "cupy" and method == "replay":
+        raise ValueError("method='replay' is the Numba tape interpreter; backend='cupy' runs "
+                         "compiled CUDA kernels: use method='auto' or 'compiled'")
     if backend == "numpy" and method != "auto":
         raise ValueError(f"method={method!r} chooses between the Numba/CuPy executors; "
                          "backend='numpy' is the reference interpreter and has one method, 'auto'")
@@ -39,9 +43,12 @@ def resolve(backend, xp) -> str:
     if backend == "numba" and not HAVE_NUMBA:
         raise BackendUnavailableError("backend='numba' needs Numba: pip install numba")
     if backend == "cupy":
-        raise BackendUnavailableError(
-            "backend='cupy' is not available in this version of batchdiff; "
-            "use backend='numba' or 'numpy' with NumPy arrays")
+        from . import cupy_exec
+        if not cupy_exec.available():
+            raise BackendUnavailableError(
+                "backend='cupy' needs CuPy and a CUDA device (pip install batchdiff[cupy]); "
+                "on the CPU use backend='numba' with NumPy arrays")
+        return backend
     if xp.__name__ == "cupy":
         raise BackendUnavailableError(
             f"backend={backend!r} runs on the CPU; convert CuPy inputs with cupy.asnumpy(...)")
@@ -53,16 +60,24 @@ def execute(tape, blocks, batch, backend, method):
     name = resolve(backend, batch.xp)
     if name == "numpy":
         return evaluate(tape, blocks, batch.size, batch.dtype)
+    if name == "cupy":
+        from . import cupy_exec
+        out = cupy_exec.execute(tape, blocks, batch.size, batch.dtype, method)
+        return out if batch.xp.__name__ == "cupy" else out.get()    # NumPy in, NumPy out
     from . import numba_exec
     return numba_exec.execute(tape, blocks, batch.size, batch.dtype, method)
 
 
-def source(tape, batch, backend):
-    """Generated kernel source for ``tape`` on ``backend``."""
+def source(tape, blocks, batch, backend):
+    """Generated kernel source for ``tape`` on ``backend`` (input ``blocks``, extras included)."""
+    from . import layout
+    sources = tuple(layout.sources_of(blocks, batch.size))
     if backend == "numba":
-        from . import layout, numba_exec
-        return numba_exec.source(tape, batch.dtype, tuple(layout.sources_of(batch.blocks,
-                                                                            batch.size)))
+        from . import numba_exec
+        return numba_exec.source(tape, batch.dtype, sources)
+    if backend == "cupy":
+        from . import cupy_exec
+        return cupy_exec.source(tape, batch.dtype, sources)
     raise BackendUnavailableError(
         f"no kernel source for backend={backend!r}: the 'numpy' reference interpreter "
-        "generates none (print the tape instead); 'cupy' is not available in this version")
+        "generates none (print the tape instead)")
