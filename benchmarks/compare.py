@@ -6,8 +6,9 @@
 
 Every method runs on the same data in the same process; each result is checked against
 the hand-written analytic kernel (CPU) or batchdiff's reference interpreter (GPU) and a
-mismatch is reported. Times are the median of several runs after a warm-up call; the
-warm-up (first call: tracing, AD, compilation) is reported too. The markdown table and a
+mismatch is reported. Times are the median of several calls after a first call, the
+methods taking turns call by call; the first call (tracing, AD, compilation, with the
+kernel cache as it is) is reported too. The markdown table and a
 PNG plot go to ``benchmarks/results/``.
 """
 from __future__ import annotations
@@ -22,27 +23,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# method="auto" compiles in this process (after its first calls), not in a background
+# process that would share the cores with the timed runs
+os.environ.setdefault("BATCHDIFF_BACKGROUND_COMPILE", "0")
 
 import batchdiff as bd  # noqa: E402
 from problems import PROBLEMS  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def timed(fn, repeats, budget=3.0):
-    """(first-call seconds, median seconds of later calls, last result)."""
-    t0 = time.perf_counter()
-    result = fn()
-    first = time.perf_counter() - t0
-    times = []
-    start = time.perf_counter()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > budget and len(times) >= 2:
-            break
-    return first, statistics.median(times), result
 
 
 # -- the contenders ------------------------------------------------------------------
@@ -101,6 +89,12 @@ def _torch_fn(problem, x):
 # -- CPU comparison ------------------------------------------------------------------
 
 def compare_cpu(quick=False, repeats=7, only=None):
+    """Time every contender on every problem, round-robin.
+
+    The calls of the different methods alternate (one call each per round), so that
+    they share the machine's state: the run time of a large batch depends on how fast
+    the OS hands out fresh pages for its output, which drifts during a run.
+    """
     rng = np.random.default_rng(0)
     rows = []
     for problem in PROBLEMS:
@@ -108,21 +102,35 @@ def compare_cpu(quick=False, repeats=7, only=None):
             continue
         batch = problem.batch // 10 if quick else problem.batch
         X = problem.points(batch, rng)
-        first, t_hand, expected = timed(lambda: problem.handwritten(X), repeats)
-        row = {"problem": problem.name, "transform": problem.transform, "B": batch,
-               "hand-written Numba": (first, t_hand, 0.0)}
-        contenders = dict(batchdiff_methods(problem))
+        contenders = {"hand-written Numba": problem.handwritten}
+        contenders.update(batchdiff_methods(problem))
         for name, make in (("JAX jit(vmap)", jax_method), ("torch.func vmap", torch_method)):
             fn = make(problem)
             if fn is not None:
                 contenders[name] = fn
+        expected = problem.handwritten(X)
+        scale = max(float(np.max(np.abs(expected))), 1e-300)
+        first, errors, times = {}, {}, {name: [] for name in contenders}
         for name, fn in contenders.items():
-            first, t, result = timed(lambda: fn(X), 3 if "torch" in name else repeats)
-            err = float(np.max(np.abs(np.asarray(result) - expected))
-                        / max(np.max(np.abs(expected)), 1e-300))
-            row[name] = (first, t, err)
-            print(f"  {problem.name:24s} {name:22s} first {first:8.3f}s  run {t * 1e3:9.2f} ms"
-                  f"  rel.err {err:.1e}", flush=True)
+            t0 = time.perf_counter()
+            result = fn(X)
+            first[name] = time.perf_counter() - t0
+            errors[name] = float(np.max(np.abs(np.asarray(result) - expected))) / scale
+            del result
+        for r in range(repeats):
+            for name, fn in contenders.items():
+                if "torch" in name and r >= 3:      # slow, and steady
+                    continue
+                t0 = time.perf_counter()
+                fn(X)
+                times[name].append(time.perf_counter() - t0)
+        row = {"problem": problem.name, "transform": problem.transform, "B": batch}
+        for name in contenders:
+            row[name] = (first[name], min(times[name]), errors[name],
+                         statistics.median(times[name]))
+            print(f"  {problem.name:24s} {name:22s} first {first[name]:8.3f}s  "
+                  f"run min {row[name][1] * 1e3:9.2f} ms  median {row[name][3] * 1e3:9.2f} ms"
+                  f"  rel.err {errors[name]:.1e}", flush=True)
         rows.append(row)
     return rows
 
@@ -132,8 +140,10 @@ def markdown(rows, title, reference="hand-written Numba"):
     for r in rows[1:]:
         methods += [m for m in r if m not in methods and m not in ("problem", "transform", "B")]
     lines = [f"### {title}", "",
-             "Run time per batch in ms (median after a warm-up call); in brackets the ratio "
-             f"to {reference}. First call (trace, AD, compile) in seconds below.", "",
+             "Run time per batch in ms: the fastest of several calls after the first, the "
+             f"methods taking turns; in brackets the ratio to {reference}. On a shared VM a "
+             "call's time varies with how fast the OS hands out pages for its output, so the "
+             "medians (second table) are noisier. First calls (trace, AD, compile) last.", "",
              "| problem | B | " + " | ".join(methods) + " |",
              "|---|---|" + "---|" * len(methods)]
     for r in rows:
@@ -141,13 +151,20 @@ def markdown(rows, title, reference="hand-written Numba"):
         cells = []
         for m in methods:
             if m in r:
-                first, t, err = r[m]
+                first, t, err, _ = r[m]
                 flag = "" if err < 1e-6 else f" (err {err:.0e}!)"
                 cells.append(f"{t * 1e3:.2f} ({t / ref:.2f}x){flag}")
             else:
                 cells.append("n/a")
         lines.append(f"| {r['problem']} {r['transform']} | {r['B']:,} | " + " | ".join(cells) + " |")
-    lines += ["", "| problem | " + " | ".join(f"first call: {m}" for m in methods) + " |",
+    lines += ["", "Median ms per batch:", "",
+              "| problem | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for r in rows:
+        lines.append(f"| {r['problem']} | " + " | ".join(
+            f"{r[m][3] * 1e3:.2f}" if m in r else "n/a" for m in methods) + " |")
+    lines += ["", "First call in seconds (tracing, AD and, for Numba, compiling or loading "
+              "kernels; the kernel cache as it was):", "",
+              "| problem | " + " | ".join(methods) + " |",
               "|---|" + "---|" * len(methods)]
     for r in rows:
         lines.append(f"| {r['problem']} | " + " | ".join(
@@ -199,7 +216,7 @@ def main(argv=None):
     if args.gpu:
         from compare_gpu import main as gpu_main
         return gpu_main(args.out, quick=args.quick)
-    rows = compare_cpu(quick=args.quick, repeats=3 if args.quick else 7, only=args.only)
+    rows = compare_cpu(quick=args.quick, repeats=3 if args.quick else 9, only=args.only)
     title = f"CPU, float64 ({machine()})"
     text = markdown(rows, title)
     with open(os.path.join(args.out, "cpu.md"), "w") as f:
