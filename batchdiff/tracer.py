@@ -248,18 +248,9 @@ class TracedArray:
         obj = _objects(value)
         self._v[key] = obj[()] if obj.ndim == 0 else obj
 
-    def __bool__(self):
-        raise TracerConversionError(
-            "a traced value has no truth value while batchdiff traces your function "
-            "(Python `if`, `and`, `or`, `while` on it): branch with np.where(cond, a, b) instead")
-
-    def __float__(self):
-        raise TracerConversionError(
-            "float() of a traced value: it has no number while batchdiff traces your function. "
-            "If you are filling a NumPy array, build the result with np.stack([...]) or "
-            "bd.numpy.array([...]) instead of assigning into np.zeros(...)")
-
-    __int__ = __index__ = __complex__ = __float__
+    # Python control flow and float() on a traced value: the same errors as for a scalar
+    __bool__ = Var.__bool__
+    __float__ = __int__ = __index__ = __complex__ = Var.__float__
 
     # -- methods ---------------------------------------------------------------------
     def reshape(self, *shape, order="C"):

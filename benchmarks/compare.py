@@ -45,7 +45,8 @@ def batchdiff_methods(problem):
     }
 
 
-def jax_method(problem):
+def jax_function(problem):
+    """``jit(vmap(hessian or jacfwd))`` of the problem, or None without JAX."""
     try:
         import jax
         import jax.numpy as jnp
@@ -53,25 +54,30 @@ def jax_method(problem):
         return None
     jax.config.update("jax_enable_x64", True)
     derivative = jax.hessian if problem.transform == "hessian" else jax.jacfwd
-    fn = jax.jit(jax.vmap(derivative(lambda x: problem.fn(x, jnp))))
-
-    def run(X):
-        return np.asarray(fn(X).block_until_ready())
-    return run
+    return jax.jit(jax.vmap(derivative(lambda x: problem.fn(x, jnp))))
 
 
-def torch_method(problem):
+def torch_function(problem):
+    """``torch.func.vmap(hessian or jacfwd)`` of the problem, or None without PyTorch."""
     try:
-        import torch
         from torch.func import hessian, jacfwd, vmap
     except ImportError:
         return None
     derivative = hessian if problem.transform == "hessian" else jacfwd
-    fn = vmap(derivative(lambda x: _torch_fn(problem, x)))
+    return vmap(derivative(lambda x: _torch_fn(problem, x)))
 
-    def run(X):
-        return fn(torch.from_numpy(X)).numpy()
-    return run
+
+def jax_method(problem):
+    fn = jax_function(problem)
+    return None if fn is None else (lambda X: np.asarray(fn(X).block_until_ready()))
+
+
+def torch_method(problem):
+    fn = torch_function(problem)
+    if fn is None:
+        return None
+    import torch
+    return lambda X: fn(torch.from_numpy(X)).numpy()
 
 
 def _torch_fn(problem, x):

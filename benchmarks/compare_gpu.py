@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 import batchdiff as bd
+from compare import jax_function, torch_function
 from problems import PROBLEMS
 
 GPU_PROBLEMS = ("Rosenbrock n=10", "Lorenz-96 n=40")
@@ -51,32 +52,21 @@ def copy_bandwidth(nbytes):
 
 
 def _jax(problem, X):
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError:
+    fn = jax_function(problem)
+    if fn is None:
         return None
-    jax.config.update("jax_enable_x64", True)
-    derivative = jax.hessian if problem.transform == "hessian" else jax.jacfwd
-    fn = jax.jit(jax.vmap(derivative(lambda x: problem.fn(x, jnp))))
+    import jax
     xj = jax.dlpack.from_dlpack(X)
-
-    def run():
-        return fn(xj).block_until_ready()
-    return run
+    return lambda: fn(xj).block_until_ready()
 
 
 def _torch(problem, X):
-    try:
-        import torch
-        from torch.func import hessian, jacfwd, vmap
-    except ImportError:
+    fn = torch_function(problem)
+    if fn is None:
         return None
+    import torch
     if not torch.cuda.is_available():
         return None
-    from compare import _torch_fn
-    derivative = hessian if problem.transform == "hessian" else jacfwd
-    fn = vmap(derivative(lambda x: _torch_fn(problem, x)))
     xt = torch.from_dlpack(X)
 
     def run():
