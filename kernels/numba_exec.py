@@ -3,7 +3,8 @@
 ``method="auto"`` takes the fastest executor that is ready, and gets the better ones
 ready without making a call wait (``warmup``):
 
-1. the compiled kernel of this tape, if it is loaded or compiled on disk;
+1. the compiled kernel of this tape or the replay interpreter, if both are loaded or
+   compiled on disk: whichever ran faster on this tape's first calls (``_Race``);
 2. the replay interpreter, if it is loaded or compiled on disk (once per machine);
 3. the NumPy reference interpreter, on a machine where nothing is compiled yet.
 
@@ -18,6 +19,7 @@ executor").
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -44,23 +46,59 @@ def _ready_or_start(name, dtype) -> bool:
     return True          # no background compiles: compile in this process when needed
 
 
+class _Race:
+    """Per-point times of replay and compiled kernels on one tape's real calls.
+
+    Straight-line compiled code is fastest for wide tapes, but on a deep chain of
+    dependent ops it waits on each op's latency, where replay (one op over a block of
+    points at a time) keeps the pipelines full and can be twice as fast. So once both
+    are ready, calls alternate until each executor has ``SAMPLES`` timings, and the
+    faster one (by the median) runs from then on.
+    """
+    SAMPLES = 3
+    MIN_POINTS = 4096        # smaller calls are not timed: overheads would decide
+
+    def __init__(self):
+        self.times = {"replay": [], "compiled": []}
+        self.winner = None
+
+    def pick(self) -> str:
+        if self.winner is not None:
+            return self.winner
+        return min(self.times, key=lambda m: len(self.times[m]))
+
+    def record(self, method, seconds, batch_size):
+        if self.winner is not None or batch_size < self.MIN_POINTS:
+            return
+        self.times[method].append(seconds / batch_size)
+        if all(len(t) >= self.SAMPLES for t in self.times.values()):
+            self.winner = min(self.times, key=lambda m: float(np.median(self.times[m])))
+
+
+_races: dict = {}
+
+
 def choose(tape, batch_size, dtype, sources, method="auto") -> str:
     """"compiled", "replay" or "numpy" for this call (``method`` other than "auto" forces one)."""
     if method != "auto":
         return method
     key = (tape, str(dtype), sources)
-    if numba_compiled.is_loaded(key):
-        return "compiled"
+    race = _races.get(key)
+    if race is not None:
+        return race.pick()
     seen = _points_seen.get(key, 0) + batch_size
     _points_seen[key] = seen
+    replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
+        numba_replay.module_name(), dtype)
     if tape.num_ops <= COMPILE_MAX_OPS and (
-            seen >= COMPILE_MIN_POINTS
+            numba_compiled.is_loaded(key) or seen >= COMPILE_MIN_POINTS
             or warmup.is_ready(numba_compiled.module_name(tape, dtype, sources), dtype)):
         if _ready_or_start(numba_compiled.module_name(tape, dtype, sources), dtype):
-            return "compiled"
-    if numba_replay.is_loaded(dtype) or _ready_or_start(numba_replay.module_name(), dtype):
-        return "replay"
-    return "numpy"
+            if not replay_ready:
+                return "compiled"
+            race = _races[key] = _Race()
+            return race.pick()
+    return "replay" if replay_ready else "numpy"
 
 
 def execute(tape, blocks, batch_size, dtype, method="auto") -> np.ndarray:
@@ -76,11 +114,16 @@ def execute(tape, blocks, batch_size, dtype, method="auto") -> np.ndarray:
     if how == "numpy":
         return evaluate(tape, blocks, batch_size, dtype)
     with _launch:
+        start = time.perf_counter()
         if how == "compiled":
             module = numba_compiled.kernel_module(tape, dtype, sources)
             numba_compiled.run(module, X, S, out, parallel)
         else:
             numba_replay.run(tape, sources, X, S, out, parallel)
+        elapsed = time.perf_counter() - start
+    race = _races.get((tape, str(dtype), sources)) if method == "auto" else None
+    if race is not None:
+        race.record(how, elapsed, batch_size)
     return out
 
 

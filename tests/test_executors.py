@@ -93,7 +93,7 @@ def test_default_backend_is_numba_and_auto_chooses():
     sources = tuple(("x", i) for i in range(4))
     assert numba_exec.choose(tape, 10, np.dtype(np.float64), sources) in ("replay", "compiled")
     big = numba_exec.choose(tape, numba_exec.COMPILE_MIN_POINTS, np.dtype(np.float64), sources)
-    assert big == "compiled"
+    assert big in ("compiled", "replay")      # both ready: they race on the next calls
     x = np.random.default_rng(0).random((20, 4))
     np.testing.assert_allclose(bd.grad(f)(x), bd.grad(f, backend="numpy")(x), rtol=1e-12)
 
@@ -109,3 +109,21 @@ def test_constant_outputs_including_nonfinite():
         np.testing.assert_array_equal(got[0], ref[0])
         np.testing.assert_array_equal(got[1][0], ref[1][0])
         np.testing.assert_array_equal(got[1][1], ref[1][1])
+
+
+def test_auto_keeps_the_faster_executor():
+    from batchdiff.kernels.numba_exec import _Race
+    race = _Race()
+    seen = []
+    for replay_time, compiled_time in [(1.0, 2.0)] * 4:
+        how = race.pick()
+        seen.append(how)
+        race.record(how, replay_time if how == "replay" else compiled_time, 10_000)
+    assert sorted(seen[:2]) == ["compiled", "replay"]          # they take turns
+    for _ in range(4):
+        how = race.pick()
+        race.record(how, 1.0 if how == "replay" else 2.0, 10_000)
+    assert race.winner == "replay" and race.pick() == "replay"
+    small = _Race()
+    small.record("replay", 1.0, 10)                             # too small to time
+    assert small.times["replay"] == []
