@@ -123,7 +123,7 @@ def main(out_dir, quick=False):
                          + f" | {bw / 1e9:.0f} GB/s | {copy_bw / 1e9:.0f} GB/s | "
                          f"{100 * bw / copy_bw:.0f}% |")
             print(lines[-1], flush=True)
-            del result, X
+            result = X = None            # free device memory before the next size
             cupy.get_default_memory_pool().free_all_blocks()
     text = "\n".join(lines) + "\n"
     safe = "".join(c if c.isalnum() else "_" for c in gpu).strip("_")

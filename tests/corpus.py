@@ -95,6 +95,27 @@ def points(case, batch, dtype, rng):
     return args
 
 
+def calls(case, batch, dtype, rng):
+    """``(kind, args, extra)`` for every transform that applies to ``case``.
+
+    ``args`` are the function's arguments, ``extra`` the tangents (jvp, hvp) or the
+    cotangent (vjp) that follow them in the call.
+    """
+    from batchdiff.tracer import trace
+    name, f, shapes, argnums, in_axes = case
+    args = points(case, batch, dtype, rng)
+    _, out_shape, _ = trace(f, shapes)
+    kinds = ["jacobian", "jvp", "vjp"] + (
+        ["grad", "value_and_grad", "hessian", "hvp"] if name in SCALAR else ["hessian"])
+    for kind in kinds:
+        extra = []
+        if kind in ("jvp", "hvp"):
+            extra = tangents(case, args, rng)
+        elif kind == "vjp":
+            extra = [rng.uniform(-1, 1, size=(batch,) + out_shape).astype(dtype)]
+        yield kind, args, extra
+
+
 def tangents(case, args, rng):
     """One tangent per differentiated argument, shaped like it."""
     argnums = case[3] if isinstance(case[3], tuple) else (case[3],)

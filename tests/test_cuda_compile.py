@@ -24,8 +24,7 @@ from batchdiff.batching import prepare
 from batchdiff.interpreter import evaluate
 from batchdiff.kernels import cupy_exec, layout
 from batchdiff.kernels.cuda_printer import print_cuda
-from batchdiff.tracer import trace
-from corpus import CASES, SCALAR, points, tangents
+from corpus import CASES, calls
 from test_cuda_printer import ALL_OPS_SOURCES, all_ops_tape
 
 BATCH = 37
@@ -65,16 +64,7 @@ class Kernel:
 def _transforms(case, dtype, rng):
     """A Kernel for every transform that applies to corpus ``case``."""
     name, f, shapes, argnums, in_axes = case
-    args = points(case, BATCH, dtype, rng)
-    _, out_shape, _ = trace(f, shapes)
-    kinds = ["jacobian", "jvp", "vjp"] + (
-        ["grad", "value_and_grad", "hessian", "hvp"] if name in SCALAR else ["hessian"])
-    for kind in kinds:
-        extra = []
-        if kind in ("jvp", "hvp"):
-            extra = tangents(case, args, rng)
-        elif kind == "vjp":
-            extra = [rng.uniform(-1, 1, size=(BATCH,) + out_shape).astype(dtype)]
+    for kind, args, extra in calls(case, BATCH, dtype, rng):
         tape = getattr(bd, kind)(f, argnums, in_axes=in_axes, backend="numpy").tape(
             *args, *extra)
         blocks = prepare(args, in_axes).blocks + [e.reshape(BATCH, -1) for e in extra]

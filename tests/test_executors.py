@@ -3,27 +3,7 @@ import numpy as np
 import pytest
 
 import batchdiff as bd
-from batchdiff.tracer import trace
-from corpus import CASES, SCALAR, points, tangents
-
-SCALAR_KINDS = ["grad", "value_and_grad", "hessian", "hvp"]
-ANY_KINDS = ["jacobian", "jvp", "vjp"]
-
-
-def _calls(case, dtype, batch, rng):
-    """(kind, args) for every transform that applies to ``case``."""
-    name, f, shapes, argnums, in_axes = case
-    args = points(case, batch, dtype, rng)
-    kinds = ANY_KINDS + (SCALAR_KINDS if name in SCALAR else ["hessian"])
-    _, out_shape, _ = trace(f, shapes)
-    for kind in kinds:
-        extra = []
-        if kind in ("jvp", "hvp"):
-            extra = tangents(case, args, rng)
-        elif kind == "vjp":
-            extra = [rng.uniform(-1, 1, size=(batch,) + out_shape).astype(dtype)]
-        yield kind, args + extra
-
+from corpus import CASES, calls
 
 def _assert_same(got, ref, rtol, atol):
     if isinstance(ref, tuple):
@@ -42,7 +22,8 @@ def test_numba_matches_reference(case, dtype, method):
     rng = np.random.default_rng(7)
     name, f, shapes, argnums, in_axes = case
     tol = dict(rtol=1e-11, atol=1e-11) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
-    for kind, args in _calls(case, dtype, 37, rng):
+    for kind, args, extra in calls(case, 37, dtype, rng):
+        args = args + extra
         make = getattr(bd, kind)
         ref = make(f, argnums, in_axes=in_axes, backend="numpy")(*args)
         got = make(f, argnums, in_axes=in_axes, backend="numba", method=method)(*args)

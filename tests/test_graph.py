@@ -48,7 +48,6 @@ def apply_const(g, op, value):
 
 def test_finish_drops_dead_code_but_keeps_inputs():
     g, (x, y, z) = _vars(3)
-    dead = np.sin(x.id)  # noqa: F841  (a number, not a node: nothing added)
     unused = x * y
     out = x + 1.0
     tape = g.finish([out.id])
