@@ -22,18 +22,9 @@ os.environ["BATCHDIFF_BACKGROUND_COMPILE"] = "0"
 
 import batchdiff as bd  # noqa: E402
 from batchdiff.kernels import layout, numba_compiled, numba_replay  # noqa: E402
-from problems import lennard_jones, rosenbrock  # noqa: E402
+from problems import chain, lennard_jones, rosenbrock  # noqa: E402
 
 B = 100_000
-
-
-def chain(steps, n=8):
-    def f(x):
-        t = x[0]
-        for k in range(steps):
-            t = np.sin(t) * x[k % n] + 0.5
-        return t
-    return f
 
 
 def median_time(fn, repeats=5):

@@ -40,6 +40,16 @@ def lennard_jones(r, xp=np):
     return energy
 
 
+def chain(steps, n=8):
+    """``t = sin(t) * x[k % n] + 0.5``, ``steps`` times: a deep chain of dependent ops."""
+    def f(x):
+        t = x[0]
+        for k in range(steps):
+            t = np.sin(t) * x[k % n] + 0.5
+        return t
+    return f
+
+
 def _lj_points(batch, rng):
     base = np.array([0, 0, 0, 1.12, 0, 0, 0.56, 0.97, 0, 0.56, 0.32, 0.91])
     return base + 0.05 * rng.standard_normal((batch, 12))
