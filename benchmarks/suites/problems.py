@@ -40,12 +40,11 @@ EXECUTORS = {               # executor name -> (backend, method) of the public A
 }
 
 
-def rosenbrock(x):
-    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+# the problem functions are the ones benchmarks/compare.py runs (benchmarks/problems.py)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import problems as shared  # noqa: E402
 
-
-def lorenz96(x):
-    return (np.roll(x, -1) - np.roll(x, 2)) * np.roll(x, 1) - x + 8.0
+rosenbrock, lorenz96 = shared.rosenbrock, shared.lorenz96
 
 
 class Problem(NamedTuple):
@@ -65,14 +64,7 @@ PROBLEMS = {
 def chain(instructions: int) -> Problem:
     """The chain problem whose gradient tape has about ``instructions`` instructions."""
     steps = max(1, round(instructions / CHAIN_INSTRUCTIONS_PER_STEP))
-
-    def f(x):
-        t = x[0]
-        for k in range(steps):
-            t = np.sin(t) * x[k % CHAIN_INPUTS] + 0.5
-        return t
-
-    return Problem(f"chain_{steps}", f, "grad", (CHAIN_INPUTS,))
+    return Problem(f"chain_{steps}", shared.chain(steps, CHAIN_INPUTS), "grad", (CHAIN_INPUTS,))
 
 
 # -- prepared inputs of each phase (memoised) --------------------------------------------
