@@ -53,7 +53,8 @@ class _Race:
     dependent ops it waits on each op's latency, where replay (one op over a block of
     points at a time) keeps the pipelines full and can be twice as fast. So once both
     are ready, calls alternate until each executor has ``SAMPLES`` timings, and the
-    faster one (by the median) runs from then on.
+    faster one runs from then on. Each is judged by its fastest call: noise (page faults
+    on a fresh output, a first call loading code) only ever adds time.
     """
     SAMPLES = 3
     MIN_POINTS = 4096        # smaller calls are not timed: overheads would decide
@@ -72,7 +73,7 @@ class _Race:
             return
         self.times[method].append(seconds / batch_size)
         if all(len(t) >= self.SAMPLES for t in self.times.values()):
-            self.winner = min(self.times, key=lambda m: float(np.median(self.times[m])))
+            self.winner = min(self.times, key=lambda m: min(self.times[m]))
 
 
 _races: dict = {}
