@@ -91,9 +91,9 @@ def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
     wrt_off = np.concatenate([[0], np.cumsum([sizes[i] for i in argnums])]).astype(int)
     m = len(tape.outputs)
 
-    def per_arg(first, shape_of):
-        """Leaves for each argnum: positions first + wrt offset + element index."""
-        return tuple(first + wrt_off[a] + np.arange(sizes[i]).reshape(shape_of(i))
+    def per_arg(first):
+        """A leaf per argnum, shaped like it: positions first + wrt offset + element index."""
+        return tuple(first + wrt_off[a] + np.arange(sizes[i]).reshape(shapes[i])
                      for a, i in enumerate(argnums))
 
     if kind in ("grad", "value_and_grad", "hvp") and out_shape != ():
@@ -104,7 +104,7 @@ def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
     if kind in ("grad", "value_and_grad"):
         with_value = kind == "value_and_grad"
         dtape = ad.jacobian_tape(tape, wrt, "reverse", with_value=with_value)
-        grads = per_arg(int(with_value), lambda i: shapes[i])
+        grads = per_arg(int(with_value))
         outputs = (np.array(0), grads) if with_value else grads
     elif kind == "jacobian":
         dtape = ad.jacobian_tape(tape, wrt, mode)
@@ -127,10 +127,10 @@ def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
         outputs = (np.arange(m).reshape(out_shape), (m + np.arange(m)).reshape(out_shape))
     elif kind == "vjp":
         dtape = ad.vjp_tape(tape, wrt)
-        outputs = (np.arange(m).reshape(out_shape), per_arg(m, lambda i: shapes[i]))
+        outputs = (np.arange(m).reshape(out_shape), per_arg(m))
     elif kind == "hvp":
         dtape = ad.hvp_tape(tape, wrt)
-        outputs = per_arg(0, lambda i: shapes[i])
+        outputs = per_arg(0)
     else:
         raise ValueError(f"unknown transform {kind!r}")
     dtape, results = _lay_out(dtape, outputs)
