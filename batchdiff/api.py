@@ -152,6 +152,15 @@ def _unpack(kind, spec, single, pick):
     return res[0]
 
 
+def _spliced(graph, tape, inputs) -> np.ndarray:
+    """``tape`` replayed into ``graph`` on input nodes ``inputs``: its outputs as Vars."""
+    vals = replay(graph, tape, inputs)
+    nodes = np.empty(len(tape.outputs), dtype=object)
+    for k, o in enumerate(tape.outputs):
+        nodes[k] = Var(graph, vals[o])
+    return nodes
+
+
 class Transformed:
     """A function transformed by batchdiff: call it on a batch, or inspect its work.
 
@@ -250,9 +259,8 @@ class Transformed:
         for p in range(batch.size):
             def row(blocks):
                 return [graph.const(float(x)) for b in blocks for x in b[min(p, len(b) - 1)]]
-            vals = replay(graph, prog.tape, row(batch.blocks) + captured + row(extra_blocks))
-            for k, o in enumerate(prog.tape.outputs):
-                nodes[p, k] = Var(graph, vals[o])
+            nodes[p] = _spliced(graph, prog.tape,
+                                row(batch.blocks) + captured + row(extra_blocks))
         return _unpack(self.kind, prog.results, self.single, lambda leaf: TracedArray(
             batch.take(nodes, leaf), batch.dtype))
 
@@ -276,10 +284,7 @@ class Transformed:
         if len(inputs) != prog.tape.n_inputs:
             raise ShapeError(f"{self.kind}: tangent/cotangent sizes do not match the "
                              "function's arguments/output")
-        vals = replay(graph, prog.tape, inputs)
-        nodes = np.empty(len(prog.tape.outputs), dtype=object)
-        for k, o in enumerate(prog.tape.outputs):
-            nodes[k] = Var(graph, vals[o])
+        nodes = _spliced(graph, prog.tape, inputs)
         return _unpack(self.kind, prog.results, self.single, lambda leaf: TracedArray(
             nodes[leaf.offset:leaf.offset + math.prod(leaf.shape)].reshape(leaf.shape), dtype))
 

@@ -52,6 +52,17 @@ class Tape:
     def __len__(self):
         return len(self.instrs)
 
+    def last_uses(self) -> list:
+        """For each instruction, the last instruction reading it (outputs: ``len(self)``)."""
+        end = len(self.instrs)
+        last = list(range(end))
+        for i, ins in enumerate(self.instrs):
+            for a in ins.args:
+                last[a] = i
+        for o in self.outputs:
+            last[o] = end
+        return last
+
     def __str__(self):
         lines = [f"tape: {self.n_inputs} inputs, {self.num_ops} ops, {len(self.outputs)} outputs"]
         for i, ins in enumerate(self.instrs):

@@ -51,14 +51,10 @@ def evaluate(tape, blocks, batch_size: int, dtype, chunk: int = CHUNK) -> np.nda
 
 def _plan(tape, dtype):
     """Per instruction: its NumPy function (or constant), and where each value dies."""
-    outputs = set(tape.outputs)
-    last_use = [[] for _ in tape.instrs]
-    seen = set()
-    for i in range(len(tape.instrs) - 1, -1, -1):
-        for a in tape.instrs[i].args:
-            if a not in seen and a not in outputs:
-                seen.add(a)
-                last_use[i].append(a)
+    last_use = [[] for _ in tape.instrs]          # values that die at each instruction
+    for a, last in enumerate(tape.last_uses()):
+        if a < last < len(tape.instrs):
+            last_use[last].append(a)
     program = []
     for ins in tape.instrs:
         if ins.op == "const":

@@ -9,14 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def _is_shared(block, batch_size: int) -> bool:
+    return block.shape[0] == 1 and batch_size != 1
+
+
 def pack_inputs(blocks, batch_size: int, dtype, xp=np):
     """The per-point matrix ``X`` (B, nx) and the shared vector ``S`` of the blocks.
 
     A block of one row is shared unless the batch itself has one point (then every
     block has one row, and all are treated as per point: same values either way).
     """
-    shared = [b for b in blocks if b.shape[0] == 1 and batch_size != 1]
-    per_point = [b for b in blocks if not (b.shape[0] == 1 and batch_size != 1)]
+    shared = [b for b in blocks if _is_shared(b, batch_size)]
+    per_point = [b for b in blocks if not _is_shared(b, batch_size)]
     if len(per_point) == 1:
         X = xp.ascontiguousarray(per_point[0], dtype=dtype)
     elif per_point:
@@ -29,12 +33,12 @@ def pack_inputs(blocks, batch_size: int, dtype, xp=np):
 
 
 def sources_of(blocks, batch_size: int) -> list:
-    """``input_sources`` consistent with ``pack_inputs``."""
+    """Per tape input: ``("x", column)`` of ``X`` or ``("s", index)`` of ``S``, as
+    ``pack_inputs`` lays them out."""
     sources, nx, ns = [], 0, 0
     for b in blocks:
-        is_shared = b.shape[0] == 1 and batch_size != 1
         for _ in range(b.shape[1]):
-            if is_shared:
+            if _is_shared(b, batch_size):
                 sources.append(("s", ns))
                 ns += 1
             else:
@@ -43,25 +47,13 @@ def sources_of(blocks, batch_size: int) -> list:
     return sources
 
 
-def last_uses(tape) -> list:
-    """For each instruction, the index of the last instruction reading it (outputs: end)."""
-    end = len(tape.instrs)
-    last = list(range(end))
-    for i, ins in enumerate(tape.instrs):
-        for a in ins.args:
-            last[a] = i
-    for o in tape.outputs:
-        last[o] = end
-    return last
-
-
 def allocate_slots(tape) -> tuple[list, int]:
     """A slot per instruction, reusing the slots of dead values; returns (slots, count).
 
     An instruction may take the slot of an argument that dies at it: executors read
     all arguments of a point before writing its result.
     """
-    last = last_uses(tape)
+    last = tape.last_uses()
     dying: dict[int, list] = {}
     for i, l in enumerate(last):
         dying.setdefault(l, []).append(i)
