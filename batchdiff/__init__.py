@@ -14,12 +14,13 @@ from .errors import (BackendUnavailableError, BatchDiffError, LeakedTracerError,
                      TracerConversionError, UnsupportedOperationError)
 from .graph import Tape
 from .numpy import detach, stop_gradient
+from .sparse import Pattern, SparseResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp",
-    "stop_gradient", "detach", "numpy", "Tape", "Transformed",
+    "stop_gradient", "detach", "numpy", "Tape", "Transformed", "SparseResult", "Pattern",
     "BatchDiffError", "TracerConversionError", "UnsupportedOperationError",
     "LeakedTracerError", "ShapeError", "BackendUnavailableError",
 ]

@@ -17,40 +17,68 @@ backend: None (chosen from the inputs), "numpy" (the reference interpreter),
 method: "auto", "replay" or "compiled": the executor of the numba/cupy back ends.
 mode: "auto", "forward" or "reverse": the AD mode (jacobian, hessian); "auto"
     builds both and keeps the smaller tape.
+sparse: (jacobian, hessian) return a ``SparseResult``, the structural non-zeros only.
+
+A call takes ``out=``: an array (or a tuple of arrays, nested as the result is) to
+write the results into instead of new ones; it is returned. Each must have the
+result's shape and dtype, on the inputs' device, writable, and C-contiguous on the
+CPU. A sparse result takes its values array ``(B, nnz)`` or the SparseResult itself.
+
+>>> import numpy as np, batchdiff as bd
+>>> g = bd.grad(lambda v: np.sum(v ** 2))
+>>> buf = np.empty((2, 3))
+>>> g(np.ones((2, 3)), out=buf) is buf
+True
 """
 from __future__ import annotations
 
 import functools
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from . import ad, batching, kernels
+from . import ad, batching, kernels, outputs
 from .errors import ShapeError
 from .graph import Tape, Var, active_graphs, replay
 from .simplify import strip_stops
+from .sparse import Pattern, SparseResult
 from .tracer import TracedArray, _has_tracer, _objects, trace
 
 KINDS = ("grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp")
 
 
-class Leaf(NamedTuple):
-    """One result array: columns ``offset .. offset + prod(shape)`` of the output rows."""
+@dataclass(frozen=True, eq=False)
+class Leaf:
+    """One result array: tape outputs ``offset .. offset + width`` of every point.
+
+    ``shape`` is the per-point shape of the (dense) result. A sparse leaf has a
+    ``pattern`` (``sparse.Pattern``) and holds only its ``width`` structural non-zeros.
+    """
     offset: int
+    width: int
     shape: tuple
+    pattern: object = None
+
+
+@dataclass(frozen=True)
+class _SparseSpec:
+    """A result to store sparse: its output positions, seen as a ``matrix`` (rows, columns)."""
+    index: np.ndarray
+    matrix: tuple
+    upper: bool
 
 
 @dataclass(frozen=True)
 class Program:
     """A derivative tape laid out as the transform's results.
 
-    The tape has one output per element of the results, in order (an element that
-    appears twice, like H[a, b] and H[b, a], is the same node twice), so an executor
-    writes the final arrays directly. ``results`` mirrors the result's structure
-    (nested tuples) with a ``Leaf`` per array. ``tape`` keeps ``stop`` instructions (it
-    may be differentiated again when inlined); ``executable`` has them removed.
+    The tape has one output per stored element of the results, in order (an element
+    that appears twice, like H[a, b] and H[b, a], is the same node twice), so an
+    executor writes the final arrays directly. ``results`` mirrors the result's
+    structure (nested tuples) with a ``Leaf`` per array. ``tape`` keeps ``stop``
+    instructions (it may be differentiated again when inlined); ``executable`` has
+    them removed.
     """
     tape: object
     results: object
@@ -61,20 +89,51 @@ class Program:
     def executable(self):
         return strip_stops(self.tape)
 
+    @functools.cached_property
+    def leaves(self) -> tuple:
+        """Every Leaf, in the order of the tape's outputs."""
+        found = []
+        _build(self.results, found.append)
+        return tuple(found)
+
+    @property
+    def widths(self) -> tuple:
+        return tuple(leaf.width for leaf in self.leaves)
+
 
 def _lay_out(tape, spec):
-    """Replace each index array of ``spec`` by a Leaf; the tape's outputs follow suit."""
+    """Replace each index array of ``spec`` by a Leaf; the tape's outputs follow suit.
+
+    A ``_SparseSpec`` keeps the positions whose output is not a structural zero (a
+    constant 0 of the tape, the same at every point), and with ``upper`` only those
+    on or above the diagonal of each square block of its matrix view.
+    """
     order = []
 
     def leaf(s):
         if isinstance(s, tuple):
             return tuple(leaf(x) for x in s)
         start = len(order)
-        order.extend(int(k) for k in s.ravel())
-        return Leaf(start, tuple(s.shape))
+        if not isinstance(s, _SparseSpec):
+            order.extend(int(k) for k in s.ravel())
+            return Leaf(start, len(order) - start, tuple(s.shape))
+        flat = s.index.ravel()
+        rows, cols = np.divmod(np.arange(flat.size), max(s.matrix[1], 1))
+        keep = np.array([not _is_zero(tape, tape.outputs[k]) for k in flat], dtype=bool)
+        if s.upper:             # square blocks: row r of the matrix is row r % n of its block
+            keep &= cols >= rows % max(s.matrix[1], 1)
+        positions = np.flatnonzero(keep)
+        order.extend(int(k) for k in flat[positions])
+        pattern = Pattern.from_positions(positions, s.matrix, upper=s.upper)
+        return Leaf(start, len(positions), tuple(s.index.shape), pattern)
 
     results = leaf(spec)
     return Tape(tape.instrs, tuple(tape.outputs[k] for k in order), tape.n_inputs), results
+
+
+def _is_zero(tape, node) -> bool:
+    ins = tape.instrs[node]
+    return ins.op == "const" and ins.value == 0
 
 
 def _check_mode(mode):
@@ -82,8 +141,28 @@ def _check_mode(mode):
         raise ValueError(f"mode={mode!r}: use one of {ad.MODES}")
 
 
-def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
-    """Trace ``f`` at argument ``shapes`` and build the tape of transform ``kind``."""
+def _check_sparse(kind, sparse, triangle, single):
+    """None (dense), "full" or "upper": how the results of a transform are stored."""
+    if not isinstance(sparse, (bool, np.bool_)):
+        raise TypeError(f"sparse must be True or False, got {sparse!r}")
+    if triangle not in ("full", "upper"):
+        raise ValueError(f"triangle={triangle!r}: use 'full' or 'upper'")
+    if triangle == "upper" and not (sparse and kind == "hessian"):
+        raise ValueError("triangle='upper' stores half of a sparse Hessian: it goes with "
+                         "bd.hessian(f, sparse=True, triangle='upper')")
+    if triangle == "upper" and not single:
+        raise ValueError("triangle='upper' needs one differentiated argument (argnums an "
+                         "int): the blocks of a Hessian in several arguments are not "
+                         "symmetric one by one; stack the arguments into one vector")
+    return ("upper" if triangle == "upper" else "full") if sparse else None
+
+
+def build_program(kind, f, shapes, argnums, mode, dtype, sparse=None) -> Program:
+    """Trace ``f`` at argument ``shapes`` and build the tape of transform ``kind``.
+
+    ``sparse`` ("full" or "upper", jacobian and hessian only) stores each result as
+    its structural non-zeros (see ``_lay_out``); None stores it dense.
+    """
     tape, out_shape, captured = trace(f, shapes, dtype)
     sizes = [math.prod(s) for s in shapes]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -95,6 +174,11 @@ def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
         """A leaf per argnum, shaped like it: positions first + wrt offset + element index."""
         return tuple(first + wrt_off[a] + np.arange(sizes[i]).reshape(shapes[i])
                      for a, i in enumerate(argnums))
+
+    def stored(index, rows, columns):
+        """``index`` as a dense leaf, or sparse as a ``rows`` x ``columns`` matrix."""
+        return index if sparse is None else _SparseSpec(index, (rows, columns),
+                                                        sparse == "upper")
 
     if kind in ("grad", "value_and_grad", "hvp") and out_shape != ():
         raise ShapeError(
@@ -109,8 +193,9 @@ def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
     elif kind == "jacobian":
         dtape = ad.jacobian_tape(tape, wrt, mode)
         n = len(wrt)
-        outputs = tuple((np.arange(m)[:, None] * n + wrt_off[a] + np.arange(sizes[i])[None, :])
-                        .reshape(out_shape + shapes[i]) for a, i in enumerate(argnums))
+        outputs = tuple(stored((np.arange(m)[:, None] * n + wrt_off[a]
+                                + np.arange(sizes[i])[None, :]).reshape(out_shape + shapes[i]),
+                               m, sizes[i]) for a, i in enumerate(argnums))
     elif kind == "hessian":
         dtape, index = ad.hessian_tape(tape, wrt, mode)
         n = len(wrt)
@@ -118,8 +203,8 @@ def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
         for (j, a, b), pos in index.items():
             full[j, a, b] = full[j, b, a] = pos
         outputs = tuple(
-            tuple(full[:, wrt_off[a]:wrt_off[a + 1], wrt_off[c]:wrt_off[c + 1]]
-                  .reshape(out_shape + shapes[i] + shapes[k])
+            tuple(stored(full[:, wrt_off[a]:wrt_off[a + 1], wrt_off[c]:wrt_off[c + 1]]
+                         .reshape(out_shape + shapes[i] + shapes[k]), m * sizes[i], sizes[k])
                   for c, k in enumerate(argnums))
             for a, i in enumerate(argnums))
     elif kind == "jvp":
@@ -137,12 +222,21 @@ def build_program(kind, f, shapes, argnums, mode, dtype) -> Program:
     return Program(dtape, results, out_shape, tuple(captured))
 
 
+def _build(spec, pick):
+    """``spec``'s nested tuples with ``pick(leaf)`` for each Leaf.
+
+    A module-level function, not a closure calling itself: such a closure is a
+    reference cycle, and everything it reaches (the results) would wait for the
+    cyclic garbage collector.
+    """
+    if isinstance(spec, Leaf):
+        return pick(spec)
+    return tuple(_build(x, pick) for x in spec)
+
+
 def _unpack(kind, spec, single, pick):
     """Results shaped like ``spec``; per-argnum tuples collapse when argnums was an int."""
-    def build(s):
-        return pick(s) if isinstance(s, Leaf) else tuple(build(x) for x in s)
-
-    res = build(spec)
+    res = _build(spec, pick)
     if not single or kind == "jvp":
         return res
     if kind == "hessian":
@@ -170,7 +264,7 @@ class Transformed:
     """
 
     def __init__(self, f, kind, argnums=0, in_axes=0, backend=None, method="auto",
-                 mode="auto"):
+                 mode="auto", sparse=False, triangle="full"):
         if not callable(f):
             raise TypeError(f"batchdiff.{kind} needs a function, got {type(f).__name__}")
         if kind not in KINDS:
@@ -186,6 +280,7 @@ class Transformed:
         _check_mode(mode)
         kernels.check_choice(backend, method)
         self.backend, self.method, self.mode = backend, method, mode
+        self.sparse = _check_sparse(kind, sparse, triangle, self.single)
         self._programs: dict = {}
         functools.update_wrapper(self, f, updated=())
 
@@ -216,24 +311,47 @@ class Transformed:
         prog = self._programs.get(key)
         if prog is None:
             prog = build_program(self.kind, self.f, shapes, self._argnums(len(shapes)),
-                                 self.mode, dtype)
+                                 self.mode, dtype, self.sparse)
             if not prog.captured:        # captured values belong to one enclosing trace
                 self._programs[key] = prog
         return prog
 
     # -- calling ------------------------------------------------------------------------
-    def __call__(self, *args):
+    def __call__(self, *args, out=None):
         if any(_has_tracer(a) for a in args):
+            self._no_trace_options(out)
             return self._inline(args)
         prim, extra = self._split(args)
-        batch = batching.prepare(prim, self.in_axes, self.backend)
+        batch = batching.prepare(prim, self.in_axes)
         prog = self._program(batch.shapes, batch.dtype)
         extra_blocks = self._extra_blocks(extra, batch, prog)
         if prog.captured:
+            self._no_trace_options(out)
             return self._inline_batch(prog, batch, extra_blocks)
-        flat = kernels.execute(prog.executable, batch.blocks + extra_blocks, batch,
-                               self.backend, self.method)
-        return _unpack(self.kind, prog.results, self.single, lambda leaf: batch.take(flat, leaf))
+        name = kernels.resolve(self.backend, batch.xp)
+        if out is None:
+            given = [None] * len(prog.leaves)
+            arrays = [_new_leaf(leaf, name, batch) for leaf in prog.leaves]
+        else:
+            given = outputs.match(out, _unpack(self.kind, prog.results, self.single,
+                                               lambda leaf: leaf), prog.leaves)
+            arrays = [outputs.check(g, leaf, batch, name) for g, leaf in zip(given, prog.leaves)]
+            outputs.check_overlap(arrays, batch.blocks + extra_blocks, batch.xp)
+        kernels.execute(prog.executable, batch.blocks + extra_blocks, batch,
+                        [outputs.rows(a, leaf.width, batch.xp) for a, leaf in
+                         zip(arrays, prog.leaves)], name, self.method)
+        results = {id(leaf): (a, g) for leaf, a, g in zip(prog.leaves, arrays, given)}
+        return _unpack(self.kind, prog.results, self.single,
+                       lambda leaf: _result(leaf, *results[id(leaf)]))
+
+    def _no_trace_options(self, out):
+        if out is not None:
+            raise TypeError(f"{self.kind}: out= has no meaning inside another transform "
+                            "(the results are traced values, not arrays): call without out=")
+        if self.sparse:
+            raise TypeError(f"{self.kind}(sparse=True) cannot be used inside another "
+                            "transform or on values it traces: use sparse=True on the "
+                            "outermost transform only (a zero costs nothing in a tape)")
 
     def _extra_blocks(self, extra, batch, prog):
         """Tangents / cotangent as input blocks, checked against the shapes they must have."""
@@ -262,7 +380,8 @@ class Transformed:
             nodes[p] = _spliced(graph, prog.tape,
                                 row(batch.blocks) + captured + row(extra_blocks))
         return _unpack(self.kind, prog.results, self.single, lambda leaf: TracedArray(
-            batch.take(nodes, leaf), batch.dtype))
+            nodes[:, leaf.offset:leaf.offset + leaf.width].reshape((batch.size,) + leaf.shape),
+            batch.dtype))
 
     def _inline(self, args):
         """Called inside another trace: splice this transform's tape into that graph."""
@@ -286,7 +405,7 @@ class Transformed:
                              "function's arguments/output")
         nodes = _spliced(graph, prog.tape, inputs)
         return _unpack(self.kind, prog.results, self.single, lambda leaf: TracedArray(
-            nodes[leaf.offset:leaf.offset + math.prod(leaf.shape)].reshape(leaf.shape), dtype))
+            nodes[leaf.offset:leaf.offset + leaf.width].reshape(leaf.shape), dtype))
 
     # -- inspection ---------------------------------------------------------------------
     def tape(self, *args):
@@ -298,7 +417,7 @@ class Transformed:
         3
         """
         prim, _ = self._split(args)
-        batch = batching.prepare(prim, self.in_axes, self.backend)
+        batch = batching.prepare(prim, self.in_axes)
         return self._program(batch.shapes, batch.dtype).executable
 
     def source(self, *args, backend="numba"):
@@ -310,10 +429,28 @@ class Transformed:
         True
         """
         prim, extra = self._split(args)
-        batch = batching.prepare(prim, self.in_axes, self.backend)
+        batch = batching.prepare(prim, self.in_axes)
         prog = self._program(batch.shapes, batch.dtype)
         blocks = batch.blocks + self._extra_blocks(extra, batch, prog)
-        return kernels.source(prog.executable, blocks, batch, backend)
+        return kernels.source(prog.executable, blocks, batch, backend, prog.widths)
+
+
+def _new_leaf(leaf, name, batch):
+    """A fresh array for ``leaf``: ``(B, *shape)`` dense, ``(B, nnz)`` sparse values."""
+    if leaf.pattern is not None:
+        return kernels.empty(name, batch.xp, leaf.width, batch.size, batch.dtype,
+                             contiguous=True)
+    rows = kernels.empty(name, batch.xp, leaf.width, batch.size, batch.dtype)
+    return outputs.unflatten(rows, (batch.size,) + leaf.shape, batch.xp)
+
+
+def _result(leaf, array, given):
+    """What the caller gets for ``leaf``: the array, a SparseResult, or what they passed."""
+    if leaf.pattern is None:
+        return array
+    if isinstance(given, SparseResult):
+        return given
+    return SparseResult(array, leaf.pattern, leaf.shape)
 
 
 def grad(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
@@ -343,10 +480,15 @@ def value_and_grad(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode
     return Transformed(f, "value_and_grad", argnums, in_axes, backend, method, mode)
 
 
-def jacobian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+def jacobian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto",
+             sparse=False):
     """Jacobian at every point, shaped ``(B, *out_shape, *in_shape)``.
 
-    Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+    With ``sparse=True`` the result is a ``SparseResult``: the pattern of structural
+    non-zeros, shared by every point (CSR over the matrix view ``prod(out_shape) x
+    prod(in_shape)``), and a ``(B, nnz)`` array of values; only the non-zeros are
+    computed and written. Options ``argnums, in_axes, backend, method, mode``: see
+    ``batchdiff.api``.
 
     >>> import numpy as np, batchdiff as bd
     >>> F = lambda x: np.stack([x[0] ** 2, x[0] * x[1], x[1] ** 2])
@@ -354,25 +496,36 @@ def jacobian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto
     array([[[4., 0.],
             [3., 2.],
             [0., 6.]]])
+    >>> J = bd.jacobian(F, sparse=True)(np.array([[2.0, 3.0]]))
+    >>> J.nnz, J.values
+    (4, array([[4., 3., 2., 6.]]))
     """
-    return Transformed(f, "jacobian", argnums, in_axes, backend, method, mode)
+    return Transformed(f, "jacobian", argnums, in_axes, backend, method, mode, sparse)
 
 
-def hessian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+def hessian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto",
+            sparse=False, triangle="full"):
     """Hessian at every point, ``(B, *out_shape, *in_shape, *in_shape)``.
 
     Vector-valued functions get one Hessian per output. Only the upper triangle is
     computed; the result is symmetric. ``mode="forward"`` uses hyper-dual numbers
     (forward over forward), ``"reverse"`` forward over reverse.
 
+    With ``sparse=True`` the result is a ``SparseResult`` (pattern plus ``(B, nnz)``
+    values, matrix view ``prod(out_shape) * n x n``); ``triangle="upper"`` stores only
+    the entries on and above each Hessian's diagonal, as sparse Cholesky solvers want.
     Options ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
 
     >>> import numpy as np, batchdiff as bd
     >>> bd.hessian(lambda v: v[0] ** 2 * v[1])(np.array([[1.0, 2.0]]))
     array([[[4., 2.],
             [2., 0.]]])
+    >>> H = bd.hessian(lambda v: v[0] ** 2 * v[1], sparse=True, triangle="upper")
+    >>> H(np.array([[1.0, 2.0]])).values       # H[0, 0] and H[0, 1]; H[1, 1] is 0
+    array([[4., 2.]])
     """
-    return Transformed(f, "hessian", argnums, in_axes, backend, method, mode)
+    return Transformed(f, "hessian", argnums, in_axes, backend, method, mode, sparse,
+                       triangle)
 
 
 def jvp(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):

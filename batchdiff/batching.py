@@ -22,19 +22,6 @@ class Batch:
     dtype: np.dtype           # the arithmetic dtype
     xp: object                # the array module of the inputs (numpy, or cupy)
 
-    def take(self, rows, leaf):
-        """The result array ``leaf`` (an ``api.Leaf``) as a view of the ``(B, n)`` outputs.
-
-        ``rows`` is C-ordered (point-major, as CPU kernels write it) or the transpose
-        of a C-ordered ``(n, B)`` array (batch-fastest, as the interpreter and GPU
-        kernels write it); either way the result is a view, strided in the second case.
-        """
-        xp = self.xp
-        stop = leaf.offset + math.prod(leaf.shape)
-        if rows.flags.c_contiguous or rows.dtype == object:
-            return rows[:, leaf.offset:stop].reshape((self.size,) + leaf.shape)
-        return xp.moveaxis(rows.T[leaf.offset:stop].reshape(leaf.shape + (self.size,)), -1, 0)
-
 
 def array_module(x):
     """numpy, or cupy for CuPy arrays (without importing cupy otherwise)."""
@@ -85,7 +72,7 @@ def _axes(in_axes, n):
     return axes
 
 
-def prepare(args, in_axes, backend=None) -> Batch:
+def prepare(args, in_axes) -> Batch:
     """Check the arguments of a call and lay them out as input blocks."""
     args = [from_device(a) for a in args]
     xp = next((array_module(a) for a in args if array_module(a) is not np), np)

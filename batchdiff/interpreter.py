@@ -14,11 +14,14 @@ from .ops import OPS
 CHUNK = 16384
 
 
-def evaluate(tape, blocks, batch_size: int, dtype, chunk: int = CHUNK) -> np.ndarray:
-    """Run ``tape`` on ``batch_size`` points; returns an array ``(batch_size, n_outputs)``.
+def evaluate(tape, blocks, batch_size: int, dtype, chunk: int = CHUNK, outs=None):
+    """Run ``tape`` on ``batch_size`` points.
 
-    The result is the transpose of an ``(n_outputs, batch_size)`` array: each output
-    is written as one contiguous run of points.
+    Without ``outs`` it returns an array ``(batch_size, n_outputs)``, the transpose of
+    an ``(n_outputs, batch_size)`` array: each output is written as one contiguous run
+    of points. With ``outs``, a list of 2-D arrays ``(batch_size, w_j)`` whose columns,
+    concatenated, are the tape's outputs in order, it writes into them (any strides)
+    and returns ``outs``; nothing of the outputs' size is allocated.
 
     ``blocks`` are 2-D arrays whose columns, concatenated in order, are the tape's
     inputs: shape ``(batch_size, k)`` for per-point data or ``(1, k)`` for data shared by
@@ -36,17 +39,28 @@ def evaluate(tape, blocks, batch_size: int, dtype, chunk: int = CHUNK) -> np.nda
         columns.extend((b, c) for c in range(block.shape[1]))
     if len(columns) != tape.n_inputs:
         raise ValueError(f"tape has {tape.n_inputs} inputs, blocks give {len(columns)}")
+    single = outs is None
+    if single:
+        outs = [np.empty((len(tape.outputs), batch_size), dtype=dtype).T]
+    if sum(o.shape[1] for o in outs) != len(tape.outputs):
+        raise ValueError(f"tape has {len(tape.outputs)} outputs, outs hold "
+                         f"{sum(o.shape[1] for o in outs)}")
     program, last_use = _plan(tape, dtype)
-    out = np.empty((len(tape.outputs), batch_size), dtype=dtype)
     with np.errstate(all="ignore"):
         for start in range(0, batch_size, chunk):
             stop = min(start + chunk, batch_size)
             cols = [np.ascontiguousarray(b[start:stop].T, dtype=dtype) if b.shape[0] != 1
                     else b[0].astype(dtype) for b in blocks]
             vals = _run(tape, program, last_use, cols, columns)
-            for k, o in enumerate(tape.outputs):
-                out[k, start:stop] = vals[o]
-    return out.T
+            k = 0
+            for o in outs:
+                # a chunk of points, output-major, then one transposing copy into o
+                rows = np.empty((o.shape[1], stop - start), dtype=dtype)
+                for c in range(o.shape[1]):
+                    rows[c] = vals[tape.outputs[k + c]]
+                o[start:stop] = rows.T
+                k += o.shape[1]
+    return outs[0] if single else outs
 
 
 def _plan(tape, dtype):

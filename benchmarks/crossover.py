@@ -43,12 +43,12 @@ def measure(name, transform, f, dim, rng):
     sources = layout.sources_of([X], B)
     S = np.empty(0)
     out = np.empty((B, len(tape.outputs)))
-    numba_replay.run(tape, sources, X[:10], S, out[:10], False)     # interpreter loaded
+    numba_replay.run(tape, sources, X[:10], S, [out[:10]], False)     # interpreter loaded
     t0 = time.perf_counter()
-    module = numba_compiled.kernel_module(tape, np.float64, sources)
+    module = numba_compiled.kernel_module(tape, np.float64, sources, (len(tape.outputs),))
     compile_s = time.perf_counter() - t0
-    t_replay = median_time(lambda: numba_replay.run(tape, sources, X, S, out, True))
-    t_compiled = median_time(lambda: numba_compiled.run(module, X, S, out, True))
+    t_replay = median_time(lambda: numba_replay.run(tape, sources, X, S, [out], True))
+    t_compiled = median_time(lambda: numba_compiled.run(module, X, S, [out], True))
     gain = (t_replay - t_compiled) / B
     breakeven = compile_s / gain if gain > 0 else float("inf")
     row = (name, tape.num_ops, compile_s, t_replay * 1e3, t_compiled * 1e3, breakeven)

@@ -55,29 +55,56 @@ def resolve(backend, xp) -> str:
     return backend
 
 
-def execute(tape, blocks, batch, backend, method):
-    """Run ``tape`` on the batch; returns the ``(B, n_outputs)`` array of outputs."""
-    name = resolve(backend, batch.xp)
-    if name == "numpy":
-        return evaluate(tape, blocks, batch.size, batch.dtype)
-    if name == "cupy":
+def empty(name, xp, width, batch_size, dtype, contiguous=False):
+    """A new output leaf ``(batch_size, width)`` in the layout back end ``name`` writes best.
+
+    CPU back ends write C-contiguous rows (a point's outputs side by side); the GPU
+    writes batch-fastest (a warp's stores coalesce), so its leaves are transposed views,
+    unless ``contiguous`` asks for C order (sparse values, whose rows are the CSR data).
+    """
+    if name == "cupy" and xp.__name__ == "cupy":
         from . import cupy_exec
-        out = cupy_exec.execute(tape, blocks, batch.size, batch.dtype, method)
-        return out if batch.xp.__name__ == "cupy" else out.get()    # NumPy in, NumPy out
-    from . import numba_exec
-    return numba_exec.execute(tape, blocks, batch.size, batch.dtype, method)
+        return cupy_exec.empty(width, batch_size, dtype, batch_fastest=not contiguous)
+    return xp.empty((batch_size, width), dtype=dtype)
 
 
-def source(tape, blocks, batch, backend):
-    """Generated kernel source for ``tape`` on ``backend`` (input ``blocks``, extras included)."""
+def execute(tape, blocks, batch, outs, name, method):
+    """Run ``tape`` on the batch with back end ``name``, writing into the leaves ``outs``.
+
+    ``outs`` are 2-D arrays ``(B, w_j)`` of the batch's array kind; their columns,
+    concatenated, are the tape's outputs in order.
+    """
+    if name == "numpy":
+        evaluate(tape, blocks, batch.size, batch.dtype, outs=outs)
+    elif name == "cupy":
+        from . import cupy_exec
+        if batch.xp.__name__ == "cupy":
+            cupy_exec.execute(tape, blocks, batch.size, batch.dtype, outs, method)
+        else:                   # NumPy in, NumPy out: the kernel writes device leaves
+            device = [cupy_exec.empty(o.shape[1], batch.size, batch.dtype, batch_fastest=False)
+                      for o in outs]
+            cupy_exec.execute(tape, blocks, batch.size, batch.dtype, device, method)
+            for o, d in zip(outs, device):
+                d.get(out=o)        # both C-contiguous: one copy, no host temporary
+    else:
+        from . import numba_exec
+        numba_exec.execute(tape, blocks, batch.size, batch.dtype, outs, method)
+
+
+def source(tape, blocks, batch, backend, widths=None):
+    """Generated kernel source for ``tape`` on ``backend`` (input ``blocks``, extras included).
+
+    ``widths`` are the result leaves' column counts (one leaf of every output if None).
+    """
     from . import layout
     sources = tuple(layout.sources_of(blocks, batch.size))
+    widths = tuple(widths) if widths is not None else (len(tape.outputs),)
     if backend == "numba":
         from . import numba_exec
-        return numba_exec.source(tape, batch.dtype, sources)
+        return numba_exec.source(tape, batch.dtype, sources, widths)
     if backend == "cupy":
         from . import cupy_exec
-        return cupy_exec.source(tape, batch.dtype, sources)
+        return cupy_exec.source(tape, batch.dtype, sources, widths)
     raise BackendUnavailableError(
         f"no kernel source for backend={backend!r}: the 'numpy' reference interpreter "
         "generates none (print the tape instead)")

@@ -1,17 +1,22 @@
 """The CUDA printer: a tape as CUDA C, one thread per point.
 
 ``bd_point`` computes one point: it loads the inputs it uses into locals, runs the tape
-as straight-line ``const`` statements, and writes output ``k`` of point ``b`` to
-``out[k * B + b]`` (batch-fastest, so a warp's writes are coalesced; a node that is
-several outputs, like the two triangles of a Hessian, is written from one local).
-``bd_kernel`` is a grid-stride loop over points calling it.
+as straight-line ``const`` statements, and writes each output into the caller's arrays.
+The outputs are split into leaves (a transform's result is a structure of arrays:
+``value_and_grad`` gives values and gradients), consecutive runs of ``widths``
+outputs; column ``c`` of leaf ``j`` at point ``b`` is ``out{j}[b * rs{j} + c * cs{j}]``,
+strides in elements, so the executor writes into any array it is given with no
+temporary: batch-fastest ones of its own (``rs = 1``: a warp's writes are coalesced),
+a user's C-contiguous ``out=``, the ``(B, nnz)`` values of a sparse result. A node that
+is several outputs, like the two triangles of a Hessian, is written from one local,
+whichever leaves they are in. ``bd_kernel`` is a grid-stride loop over points calling it.
 
 NVRTC's compile time grows faster than the function's size, so a long tape is cut into
 ``__noinline__`` segment functions of at most ``SEGMENT`` statements (as
 ``numba_compiled`` does); values crossing a segment boundary go through a local
 scratch array whose slots are reused once the values in them are dead. Many outputs
-of one constant value (the zeros of a sparse Hessian) are written by a loop over a
-table of their positions: 14,000 constant stores in straight-line code took NVVM and
+of one constant value in one leaf (the zeros of a dense Hessian) are written by a loop
+over a table of their columns: 14,000 constant stores in straight-line code took NVVM and
 ptxas 80 s, the loop 4 s.
 
 The same source compiles as host C++ (``__CUDACC__`` undefined): the CUDA keywords are
@@ -61,47 +66,77 @@ PREAMBLE = """\
 """
 
 
-def print_cuda(tape, dtype, sources, segment=SEGMENT, prefix="bd_") -> str:
+def print_cuda(tape, dtype, sources, widths=None, segment=SEGMENT, prefix="bd_") -> str:
     """CUDA C source computing ``tape`` in ``dtype`` for the input layout ``sources``.
 
     ``sources[k]`` is ``("x", column)`` or ``("s", index)`` for input ``k`` (see
-    ``layout.sources_of``). Names start with ``prefix``, so several kernels can share one
-    translation unit: ``{prefix}kernel`` (the ``__global__`` entry point),
-    ``{prefix}point`` and, in host builds, ``{prefix}host_run``.
+    ``layout.sources_of``). ``widths`` splits the tape's outputs into leaves, consecutive
+    runs of that many outputs (``None``: one leaf of all of them); leaf ``j`` is written
+    through the parameters ``out{j}, rs{j}, cs{j}`` (pointer, row and column stride in
+    elements). Names start with ``prefix``, so several kernels can share one translation
+    unit: ``{prefix}kernel(X, S, out0, rs0, cs0, ..., B)`` (the ``__global__`` entry
+    point), ``{prefix}point`` and, in host builds, ``{prefix}host_run`` (same parameters).
 
     >>> import numpy as np, batchdiff as bd
-    >>> tape = bd.grad(lambda v: v[0] ** 3).tape(np.ones((1, 1)))
-    >>> src = print_cuda(tape, np.float32, [("x", 0)])
+    >>> tape = bd.value_and_grad(lambda v: v[0] ** 3).tape(np.ones((1, 1)))
+    >>> src = print_cuda(tape, np.float32, [("x", 0)], widths=(1, 1))
     >>> code = src[len(PREAMBLE):]         # bd_point, then bd_kernel and bd_host_run
     >>> print(code[:code.index("(")])
     __device__ void bd_point
+    >>> for parameter in code[code.index("(") + 1:code.index(")")].split(", "):
+    ...     print(parameter)
+    const float* __restrict__ X
+    const float* __restrict__ S
+    float* __restrict__ out0
+    long long rs0
+    long long cs0
+    float* __restrict__ out1
+    long long rs1
+    long long cs1
+    long long b
     >>> print(code[code.index("{"):code.index("}") + 1])
     {
         const float x0 = X[b * 1 + 0];
-        const float v2 = (x0 * x0);
-        const float v3 = (3.0f * v2);
-        out[0 * B + b] = v3;
+        const float v2 = (x0 * x0 * x0);
+        out0[b * rs0 + 0 * cs0] = v2;
+        const float v3 = (x0 * x0);
+        const float v4 = (3.0f * v3);
+        out1[b * rs1 + 0 * cs1] = v4;
     }
     """
-    return PREAMBLE + _Printer(tape, dtype, sources, segment, prefix).source()
+    widths = _leaf_widths(len(tape.outputs), widths)
+    return PREAMBLE + _Printer(tape, dtype, sources, widths, segment, prefix).source()
+
+
+def _leaf_widths(n_outputs, widths) -> tuple:
+    """``widths`` as a tuple, checked to cover the ``n_outputs`` outputs exactly."""
+    widths = (n_outputs,) if widths is None else tuple(widths)
+    if any(w < 0 for w in widths) or sum(widths) != n_outputs:
+        raise ValueError(f"widths={widths}: the leaves' widths must be non-negative and "
+                         f"sum to the tape's {n_outputs} outputs")
+    return widths
 
 
 class _Printer:
     """One tape's source: segments, the scratch slots between them, the entry points."""
 
-    def __init__(self, tape, dtype, sources, segment, prefix):
+    def __init__(self, tape, dtype, sources, widths, segment, prefix):
         self.tape, self.dtype, self.sources, self.prefix = tape, np.dtype(dtype), sources, prefix
         self.T = "float" if self.dtype == np.float32 else "double"
+        self.n_leaves = len(widths)
         self.nx = sum(1 for kind, _ in sources if kind == "x")
         ops = [i for i, ins in enumerate(tape.instrs) if ins.op not in ("input", "const")]
         self.segments = [ops[k:k + segment] for k in range(0, len(ops), segment)] or [[]]
         self.seg_of = {i: s for s, seg in enumerate(self.segments) for i in seg}
-        self.outputs_of: dict[int, list] = {}
-        for k, o in enumerate(tape.outputs):
-            self.outputs_of.setdefault(o, []).append(k)
+        positions = [(j, c) for j, w in enumerate(widths) for c in range(w)]
+        self.outputs_of: dict[int, list] = {}       # node -> its (leaf, column) positions
+        for o, position in zip(tape.outputs, positions):
+            self.outputs_of.setdefault(o, []).append(position)
         self.slot, self.n_slots = self._scratch_slots()
-        self.tables = {tuple(ks): f"{prefix}outputs{j}" for j, (_, ks) in enumerate(
-            g for g in self.constant_outputs() if len(g[1]) >= TABLE_MIN)}
+        self.tables = {}        # (literal, leaf) -> (table name, columns)
+        for value, j, columns in self.constant_outputs():
+            if len(columns) >= TABLE_MIN:
+                self.tables[value, j] = (f"{prefix}outputs{len(self.tables)}", columns)
 
     def _scratch_slots(self):
         """A slot of the scratch array for each value read by a later segment.
@@ -141,18 +176,35 @@ class _Printer:
         return f"X[b * {self.nx} + {idx}]" if kind == "x" else f"S[{idx}]"
 
     def constant_outputs(self):
-        """(literal, output positions) for each constant value among the outputs."""
-        groups: dict[str, list] = {}
-        for o, ks in self.outputs_of.items():
+        """(literal, leaf, columns) for each constant value among a leaf's outputs."""
+        groups: dict[tuple, list] = {}
+        for o, positions in self.outputs_of.items():
             if self.tape.instrs[o].op == "const":
-                groups.setdefault(self.name(o), []).extend(ks)
-        return [(value, sorted(ks)) for value, ks in groups.items()]
+                for j, c in positions:
+                    groups.setdefault((self.name(o), j), []).append(c)
+        return [(value, j, sorted(cs)) for (value, j), cs in groups.items()]
 
     def const_value(self, i):
         ins = self.tape.instrs[i]
         return ins.value if ins.op == "const" else None
 
     # -- code -------------------------------------------------------------------------
+    def stores(self, o):
+        """Statements writing node ``o`` to each of its output positions."""
+        return [_store(j, c, self.name(o)) for j, c in self.outputs_of.get(o, ())]
+
+    def constant_stores(self):
+        """Statements writing the constant outputs: one by one, or a loop over a table."""
+        lines = []
+        for value, j, columns in self.constant_outputs():
+            if len(columns) < TABLE_MIN:
+                lines += [_store(j, c, value) for c in columns]
+            else:
+                table, _ = self.tables[value, j]
+                lines += [f"for (int i = 0; i < {len(columns)}; ++i)",
+                          "    " + _store(j, f"{table}[i]", value)]
+        return lines
+
     def body(self, s):
         """Statements of segment ``s``: loads, the segment's instructions, its outputs."""
         seg, tape, T = self.segments[s], self.tape, self.T
@@ -169,55 +221,53 @@ class _Printer:
             expr = expression(ins, [self.name(a) for a in ins.args], "c", self.dtype,
                               self.const_value)
             lines.append(f"const {T} v{i} = {expr};")
-            lines += [f"out[{k} * B + b] = v{i};" for k in self.outputs_of.get(i, ())]
+            lines += self.stores(i)
             if i in self.slot:
                 lines.append(f"t[{self.slot[i]}] = v{i};")
         if last:
-            lines += [f"out[{k} * B + b] = {self.name(o)};"
-                      for o, ks in self.outputs_of.items()
-                      if tape.instrs[o].op == "input" for k in ks]
-            for value, ks in self.constant_outputs():
-                if len(ks) < TABLE_MIN:
-                    lines += [f"out[{k} * B + b] = {value};" for k in ks]
-                else:
-                    table = self.tables[tuple(ks)]
-                    lines += [f"for (int i = 0; i < {len(ks)}; ++i)",
-                              f"    out[{table}[i] * B + b] = {value};"]
+            for o in self.outputs_of:
+                if tape.instrs[o].op == "input":
+                    lines += self.stores(o)
+            lines += self.constant_stores()
         return lines
 
     def source(self) -> str:
-        p, T = self.prefix, self.T
-        params = (f"const {T}* __restrict__ X, const {T}* __restrict__ S, "
-                  f"{T}* __restrict__ out")
-        parts = [_table(name, ks) for ks, name in self.tables.items()]
+        p, T, leaves = self.prefix, self.T, range(self.n_leaves)
+        params = f"const {T}* __restrict__ X, const {T}* __restrict__ S" + "".join(
+            f", {T}* __restrict__ out{j}, long long rs{j}, long long cs{j}" for j in leaves)
+        args = "X, S" + "".join(f", out{j}, rs{j}, cs{j}" for j in leaves)
+        parts = [_table(name, columns) for name, columns in self.tables.values()]
         if len(self.segments) == 1:
             point = self.body(0)
         else:
             for s in range(len(self.segments)):
                 parts.append(_function(
                     f"__device__ __noinline__ void {p}segment{s}"
-                    f"({params}, {T}* __restrict__ t, long long b, long long B)", self.body(s)))
+                    f"({params}, {T}* __restrict__ t, long long b)", self.body(s)))
             point = [f"{T} t[{max(self.n_slots, 1)}];"] + [
-                f"{p}segment{s}(X, S, out, t, b, B);" for s in range(len(self.segments))]
-        parts.append(_function(f"__device__ void {p}point({params}, long long b, long long B)",
-                               point))
+                f"{p}segment{s}({args}, t, b);" for s in range(len(self.segments))]
+        parts.append(_function(f"__device__ void {p}point({params}, long long b)", point))
         parts.append(f"""\
 #ifdef __CUDACC__
 extern "C" __global__ void {p}kernel({params}, long long B)
 {{
     for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < B;
          b += (long long)blockDim.x * gridDim.x)
-        {p}point(X, S, out, b, B);
+        {p}point({args}, b);
 }}
 #else
 extern "C" void {p}host_run({params}, long long B)
 {{
     for (long long b = 0; b < B; ++b)
-        {p}point(X, S, out, b, B);
+        {p}point({args}, b);
 }}
 #endif
 """)
         return "\n".join(parts)
+
+
+def _store(leaf, column, value) -> str:
+    return f"out{leaf}[b * rs{leaf} + {column} * cs{leaf}] = {value};"
 
 
 def _table(name, values) -> str:

@@ -1,10 +1,12 @@
 """Running tapes on an NVIDIA GPU with CuPy: one thread per point.
 
 The tape is printed as CUDA C (``cuda_printer``) and compiled by NVRTC through
-``cupy.RawModule``: once per process for each (tape, dtype, input layout), and CuPy's
-own kernel cache keeps the compiled module on disk across processes. Outputs are
-written batch-fastest into an ``(n_outputs, B)`` array, so the threads of a warp write
-adjacent addresses; the result is its transpose, a ``(B, n_outputs)`` view.
+``cupy.RawModule``: once per process for each (tape, dtype, input layout, leaf widths),
+and CuPy's own kernel cache keeps the compiled module on disk across processes. The
+kernel writes straight into the caller's arrays, one ``(B, width)`` array per leaf of
+the result, whatever their strides; ``empty`` makes them batch-fastest (the transpose
+of a C-contiguous ``(width, B)`` array), so that the threads of a warp write adjacent
+addresses, and C-contiguous for the ``(B, nnz)`` values of sparse results.
 
 CuPy is imported only when a GPU is used: ``import cupy`` succeeds on machines without
 one, but the first device call raises ``CUDARuntimeError``; ``available()`` says
@@ -73,20 +75,20 @@ def from_dlpack(x):
     return cupy.from_dlpack(x)
 
 
-def source(tape, dtype, sources) -> str:
-    """The CUDA C source of the kernel for this tape, dtype and input layout."""
-    return print_cuda(tape, np.dtype(dtype), sources)
+def source(tape, dtype, sources, widths=None) -> str:
+    """The CUDA C source of the kernel for this tape, dtype, input layout and leaf widths."""
+    return print_cuda(tape, np.dtype(dtype), sources, widths)
 
 
-def kernel(tape, dtype, sources):
-    """The compiled ``bd_kernel`` for this tape, dtype and input layout (memoised)."""
-    key = (tape, np.dtype(dtype).str, tuple(sources))
+def kernel(tape, dtype, sources, widths):
+    """The compiled ``bd_kernel`` for this tape, dtype, input layout and leaf widths (memoised)."""
+    key = (tape, np.dtype(dtype).str, tuple(sources), tuple(widths))
     function = _modules.get(key)
     if function is None:
         with _modules_lock:
             function = _modules.get(key)
             if function is None:
-                module = _cupy().RawModule(code=source(tape, dtype, sources),
+                module = _cupy().RawModule(code=source(tape, dtype, sources, widths),
                                            options=("-std=c++17",))
                 function = module.get_function("bd_kernel")
                 _modules[key] = function
@@ -100,23 +102,48 @@ def _max_blocks(device_id: int) -> int:
     return BLOCKS_PER_SM * sms
 
 
-def execute(tape, blocks, batch_size, dtype, method="auto"):
-    """Run ``tape`` over the batch on the current GPU; returns a ``(B, n_outputs)`` view.
+def empty(width, batch_size, dtype, batch_fastest=True):
+    """A new CuPy ``(batch_size, width)`` array for one leaf of a result.
 
-    ``blocks`` may be CuPy or NumPy arrays (these are copied to the device); the result
-    is a CuPy array, the transpose of a C-contiguous ``(n_outputs, B)`` array.
+    Batch-fastest (the transpose of a C-contiguous ``(width, B)`` array: coalesced stores)
+    for dense results; C-contiguous for the ``(B, nnz)`` values of a sparse one, which
+    the sparse formats take as they are.
+    """
+    cupy = _cupy()
+    if batch_fastest:
+        return cupy.empty((width, batch_size), dtype=dtype).T
+    return cupy.empty((batch_size, width), dtype=dtype)
+
+
+def execute(tape, blocks, batch_size, dtype, outs, method="auto"):
+    """Run ``tape`` over the batch on the current GPU, writing its outputs into ``outs``.
+
+    ``outs`` are CuPy arrays, leaf ``j`` of shape ``(batch_size, widths[j])``, of any
+    strides; the tape's outputs are the leaves' columns, one leaf after the other.
+    ``blocks`` may be CuPy or NumPy arrays (these are copied to the device).
     """
     if method == "replay":
         raise ValueError("method='replay' is the Numba tape interpreter; the cupy back end "
                          "runs compiled CUDA kernels: use method='auto' or 'compiled'")
-    cupy = _cupy()
     dtype = np.dtype(dtype)
-    out = cupy.empty((len(tape.outputs), batch_size), dtype=dtype)
+    _check_outs(outs, batch_size, dtype)
     if batch_size == 0 or not tape.outputs:
-        return out.T
+        return
+    cupy = _cupy()
     blocks = [cupy.asarray(b) for b in blocks]
     X, S = layout.pack_inputs(blocks, batch_size, dtype, xp=cupy)
-    function = kernel(tape, dtype, tuple(layout.sources_of(blocks, batch_size)))
+    widths = tuple(o.shape[1] for o in outs)
+    function = kernel(tape, dtype, tuple(layout.sources_of(blocks, batch_size)), widths)
+    args = [X, S]
+    for o in outs:      # RawKernel passes a view's data pointer and ignores its strides
+        args += [o, np.int64(o.strides[0] // o.itemsize), np.int64(o.strides[1] // o.itemsize)]
     grid = min(-(-batch_size // BLOCK), _max_blocks(cupy.cuda.Device().id))
-    function((grid,), (BLOCK,), (X, S, out, np.int64(batch_size)))
-    return out.T
+    function((grid,), (BLOCK,), (*args, np.int64(batch_size)))
+
+
+def _check_outs(outs, batch_size, dtype):
+    """A leaf of the wrong dtype or batch size would be written out of its bounds."""
+    for o in outs:
+        if o.ndim != 2 or o.shape[0] != batch_size or o.dtype != dtype:
+            raise ValueError(f"an output leaf is {o.dtype} {o.shape}: expected {dtype} "
+                             f"(batch_size={batch_size}, width)")

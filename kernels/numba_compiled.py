@@ -32,8 +32,22 @@ _opts = dict(cache=True, error_model="numpy", nogil=True)
 '''
 
 
-def print_kernel(tape, dtype, sources, segment=SEGMENT) -> str:
-    """Python/Numba source of the kernel computing ``tape`` for ``dtype`` and input layout."""
+def leaf_columns(widths):
+    """Per tape output, in order: ``(leaf, column)`` for leaves of these widths."""
+    return [(j, c) for j, w in enumerate(widths) for c in range(w)]
+
+
+def print_kernel(tape, dtype, sources, widths=None, segment=SEGMENT) -> str:
+    """Python/Numba source of the kernel computing ``tape`` for ``dtype`` and input layout.
+
+    The outputs are written into the leaves ``o0, o1, ...``, C-contiguous 2-D arrays
+    of ``widths[j]`` columns whose columns, concatenated, are the tape's outputs.
+    """
+    widths = (len(tape.outputs),) if widths is None else tuple(widths)
+    if sum(widths) != len(tape.outputs):
+        raise ValueError(f"leaf widths {widths} do not add up to the tape's "
+                         f"{len(tape.outputs)} outputs")
+
     def const_value(i):
         ins = tape.instrs[i]
         return ins.value if ins.op == "const" else None
@@ -45,19 +59,26 @@ def print_kernel(tape, dtype, sources, segment=SEGMENT) -> str:
     for i in ops:
         for a in tape.instrs[i].args:
             last_seg[a] = max(last_seg.get(a, -1), seg_of[i])
-    # each computed value is written once; constant outputs and the other positions of
-    # a repeated value (the mirrored Hessian triangle) are filled by loops over tables
-    first_pos, consts, dups = {}, [], []
-    for k, o in enumerate(tape.outputs):
+    # each computed value is stored once per leaf it appears in; constant outputs and
+    # the other positions of a value in the same leaf (the mirrored Hessian triangle)
+    # are filled by loops over tables
+    stores: dict[int, list] = {}          # node -> [(leaf, column)] written from the local
+    consts = [[] for _ in widths]         # per leaf: (column, value)
+    dups = [[] for _ in widths]           # per leaf: (column, column it copies)
+    first = {}
+    for o, (j, c) in zip(tape.outputs, leaf_columns(widths)):
         if tape.instrs[o].op == "const":
-            consts.append((k, tape.instrs[o].value))
-        elif o in first_pos:
-            dups.append((k, first_pos[o]))
+            consts[j].append((c, tape.instrs[o].value))
+        elif (o, j) in first and tape.instrs[o].op != "input":
+            dups[j].append((c, first[o, j]))
         else:
-            first_pos[o] = k
+            first[o, j] = c
+            stores.setdefault(o, []).append((j, c))
     # values read by a later segment live in the scratch array t
     crossing = [i for i in ops if last_seg.get(i, -1) > seg_of[i]]
     scratch = {i: k for k, i in enumerate(crossing)}
+    leaves = "".join(f"o{j}, " for j in range(len(widths)))
+    lines = [_HEADER, f"N_LEAVES = {len(widths)}"]
 
     def name(i):
         ins = tape.instrs[i]
@@ -71,7 +92,6 @@ def print_kernel(tape, dtype, sources, segment=SEGMENT) -> str:
         kind, idx = sources[tape.instrs[i].value]
         return f"X[b, {idx}]" if kind == "x" else f"S[{idx}]"
 
-    lines = [_HEADER]
     for s, seg in enumerate(segments):
         body = []
         used = sorted({a for i in seg for a in tape.instrs[i].args})
@@ -83,62 +103,66 @@ def print_kernel(tape, dtype, sources, segment=SEGMENT) -> str:
             ins = tape.instrs[i]
             expr = expression(ins, [name(a) for a in ins.args], "py", dtype, const_value)
             body.append(f"    v{i} = {expr}")
-            if i in first_pos:
-                body.append(f"    out[b, {first_pos[i]}] = v{i}")
+            body += [f"    o{j}[b, {c}] = v{i}" for j, c in stores.get(i, ())]
             if i in scratch:
                 body.append(f"    t[{scratch[i]}] = v{i}")
         if s == len(segments) - 1:      # outputs that are inputs
-            body += [f"    out[b, {k}] = {load(o)}" for o, k in first_pos.items()
-                     if tape.instrs[o].op == "input"]
-        lines.append(f"\n@njit(**_opts)\ndef segment{s}(X, S, out, t, b):")
+            body += [f"    o{j}[b, {c}] = {load(o)}" for o, where in stores.items()
+                     if tape.instrs[o].op == "input" for j, c in where]
+        lines.append(f"\n@njit(**_opts)\ndef segment{s}(X, S, {leaves}t, b):")
         lines.extend(body or ["    pass"])
-    np_dtype = "np.float32" if np.dtype(dtype) == np.float32 else "np.float64"
-    runs = []                   # constant outputs as runs of equal values: (start, stop, value)
-    for k, v in consts:
-        if runs and runs[-1][1] == k and _same(runs[-1][2], v):
-            runs[-1][1] = k + 1
-        else:
-            runs.append([k, k + 1, v])
-    lines.append(f"""
-
-_RUN_START = np.array({[r[0] for r in runs]!r}, dtype=np.int64)
-_RUN_STOP = np.array({[r[1] for r in runs]!r}, dtype=np.int64)
-_RUN_VAL = np.array([{", ".join(py_literal(r[2], np.float64) for r in runs)}], dtype={np_dtype})
-_DUP_DST = np.array({[k for k, _ in dups]!r}, dtype=np.int64)
-_DUP_SRC = np.array({[k for _, k in dups]!r}, dtype=np.int64)
-
-
-@njit(**_opts)
-def finish(out, b):
-    for j in range(_RUN_START.shape[0]):
-        v = _RUN_VAL[j]
-        for k in range(_RUN_START[j], _RUN_STOP[j]):
-            out[b, k] = v
-    for j in range(_DUP_DST.shape[0]):
-        out[b, _DUP_DST[j]] = out[b, _DUP_SRC[j]]""")
+    lines.append(_finish(consts, dups, leaves, dtype))
 
     def calls(indent):
-        return "\n".join([f"{indent}segment{s}(X, S, out, t, b)" for s in range(len(segments))]
-                         + [f"{indent}finish(out, b)"])
+        return "\n".join([f"{indent}segment{s}(X, S, {leaves}t, b)" for s in range(len(segments))]
+                         + [f"{indent}finish({leaves}b)"])
     n_t = max(len(scratch), 1)
     lines.append(f'''
 
 @njit(parallel=True, **_opts)
-def run_parallel(X, S, out):
-    n = out.shape[0]
+def run_parallel(X, S, {leaves}n):
     for blk in prange((n + {BLOCK - 1}) // {BLOCK}):
-        t = np.empty({n_t}, out.dtype)
+        t = np.empty({n_t}, X.dtype)
         for b in range(blk * {BLOCK}, min(n, (blk + 1) * {BLOCK})):
 {calls(" " * 12)}
 
 
 @njit(**_opts)
-def run_serial(X, S, out):
-    t = np.empty({n_t}, out.dtype)
-    for b in range(out.shape[0]):
+def run_serial(X, S, {leaves}n):
+    t = np.empty({n_t}, X.dtype)
+    for b in range(n):
 {calls(" " * 8)}
 ''')
     return "\n".join(lines)
+
+
+def _finish(consts, dups, leaves, dtype) -> str:
+    """``finish``: per leaf, its constant outputs (as runs of equal values) and copies."""
+    np_dtype = "np.float32" if np.dtype(dtype) == np.float32 else "np.float64"
+    tables, body = [], []
+    for j, (leaf_consts, leaf_dups) in enumerate(zip(consts, dups)):
+        runs = []               # (start, stop, value)
+        for k, v in leaf_consts:
+            if runs and runs[-1][1] == k and _same(runs[-1][2], v):
+                runs[-1][1] = k + 1
+            else:
+                runs.append([k, k + 1, v])
+        if runs:
+            values = ", ".join(py_literal(r[2], np.float64) for r in runs)
+            tables += [f"_RUN_START{j} = np.array({[r[0] for r in runs]!r}, dtype=np.int64)",
+                       f"_RUN_STOP{j} = np.array({[r[1] for r in runs]!r}, dtype=np.int64)",
+                       f"_RUN_VAL{j} = np.array([{values}], dtype={np_dtype})"]
+            body += [f"    for r in range({len(runs)}):",
+                     f"        v = _RUN_VAL{j}[r]",
+                     f"        for k in range(_RUN_START{j}[r], _RUN_STOP{j}[r]):",
+                     f"            o{j}[b, k] = v"]
+        if leaf_dups:
+            tables += [f"_DUP_DST{j} = np.array({[k for k, _ in leaf_dups]!r}, dtype=np.int64)",
+                       f"_DUP_SRC{j} = np.array({[k for _, k in leaf_dups]!r}, dtype=np.int64)"]
+            body += [f"    for r in range({len(leaf_dups)}):",
+                     f"        o{j}[b, _DUP_DST{j}[r]] = o{j}[b, _DUP_SRC{j}[r]]"]
+    return "\n\n" + "\n".join(tables) + f"\n\n\n@njit(**_opts)\ndef finish({leaves}b):\n" + (
+        "\n".join(body) or "    pass")
 
 
 PREFIX = "bdk"
@@ -153,49 +177,52 @@ _kernels_lock = threading.Lock()
 
 
 def is_loaded(key) -> bool:
-    """Whether the kernel for ``(tape, str(dtype), sources)`` is compiled in this process."""
+    """Whether the kernel for ``(tape, str(dtype), sources, widths)`` is compiled in this process."""
     return key in _kernels
 
 
-def kernel_module(tape, dtype, sources):
-    """The compiled module for this tape, dtype and input layout (memoised, disk-cached)."""
-    key = (tape, str(dtype), tuple(sources))
+def kernel_module(tape, dtype, sources, widths):
+    """The compiled module for this tape, dtype, input layout and leaves (memoised, disk-cached)."""
+    key = (tape, str(dtype), tuple(sources), tuple(widths))
     module = _kernels.get(key)
     if module is None:
         with _kernels_lock:
             module = _kernels.get(key)
             if module is None:
-                name = module_name(tape, dtype, sources)
+                name = module_name(tape, dtype, sources, widths)
+                text = print_kernel(tape, dtype, sources, widths)
                 if warmup.is_ready(name, dtype):     # on disk: load entry points when called
-                    module = cache.load(print_kernel(tape, dtype, sources), PREFIX)
+                    module = cache.load(text, PREFIX)
                 else:   # compile both entry points now (a broken cache entry is rebuilt)
-                    module = cache.load(print_kernel(tape, dtype, sources), PREFIX,
+                    module = cache.load(text, PREFIX,
                                         check=lambda m: compile_for(m, np.dtype(dtype)))
                     warmup.mark_ready(name, dtype)
                 _kernels[key] = module
     return module
 
 
-def module_name(tape, dtype, sources) -> str:
+def module_name(tape, dtype, sources, widths) -> str:
     """The kernel's module name in the cache (its source is written there)."""
-    key = (tape, str(dtype), tuple(sources))
+    key = (tape, str(dtype), tuple(sources), tuple(widths))
     name = _names.get(key)
     if name is None:
-        name = _names[key] = cache.store(print_kernel(tape, dtype, sources), PREFIX)
+        name = _names[key] = cache.store(print_kernel(tape, dtype, sources, widths), PREFIX)
     return name
 
 
 def compile_for(module, dtype):
     """Compile (or load) the kernel's entry points for ``dtype``: an empty run of each."""
     empty = np.zeros((0, 0), dtype)
+    leaves = [empty] * module.N_LEAVES
     for fn in (module.run_serial, module.run_parallel):
-        fn(empty, np.zeros(0, dtype), empty)
+        fn(empty, np.zeros(0, dtype), *leaves, 0)
 
 
-def run(module, X, S, out, parallel: bool):
+def run(module, X, S, outs, parallel: bool):
     """Run a kernel module; a module whose Numba cache cannot be loaded is rebuilt once."""
+    args = (X, S, *outs, X.shape[0])
     try:
-        (module.run_parallel if parallel else module.run_serial)(X, S, out)
+        (module.run_parallel if parallel else module.run_serial)(*args)
     except Exception:
         if module.__name__ in _verified:
             raise
@@ -204,8 +231,8 @@ def run(module, X, S, out, parallel: bool):
             cache.evict(module.__name__)
             with open(module.__file__) as f:
                 module = cache.load(f.read(), PREFIX,
-                                    check=lambda m: compile_for(m, out.dtype))
+                                    check=lambda m: compile_for(m, X.dtype))
             if key is not None:
                 _kernels[key] = module
-        (module.run_parallel if parallel else module.run_serial)(X, S, out)
+        (module.run_parallel if parallel else module.run_serial)(*args)
     _verified.add(module.__name__)

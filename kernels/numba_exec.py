@@ -79,11 +79,12 @@ class _Race:
 _races: dict = {}
 
 
-def choose(tape, batch_size, dtype, sources, method="auto") -> str:
+def choose(tape, batch_size, dtype, sources, method="auto", widths=None) -> str:
     """"compiled", "replay" or "numpy" for this call (``method`` other than "auto" forces one)."""
     if method != "auto":
         return method
-    key = (tape, str(dtype), sources)
+    widths = (len(tape.outputs),) if widths is None else tuple(widths)
+    key = (tape, str(dtype), sources, widths)
     race = _races.get(key)
     if race is not None:
         return race.pick()
@@ -93,8 +94,8 @@ def choose(tape, batch_size, dtype, sources, method="auto") -> str:
         numba_replay.module_name(), dtype)
     if tape.num_ops <= COMPILE_MAX_OPS and (
             numba_compiled.is_loaded(key) or seen >= COMPILE_MIN_POINTS
-            or warmup.is_ready(numba_compiled.module_name(tape, dtype, sources), dtype)):
-        if _ready_or_start(numba_compiled.module_name(tape, dtype, sources), dtype):
+            or warmup.is_ready(numba_compiled.module_name(tape, dtype, sources, widths), dtype)):
+        if _ready_or_start(numba_compiled.module_name(tape, dtype, sources, widths), dtype):
             if not replay_ready:
                 return "compiled"
             race = _races[key] = _Race()
@@ -102,31 +103,35 @@ def choose(tape, batch_size, dtype, sources, method="auto") -> str:
     return "replay" if replay_ready else "numpy"
 
 
-def execute(tape, blocks, batch_size, dtype, method="auto") -> np.ndarray:
-    """Run ``tape`` over the batch on CPU cores; returns ``(B, n_outputs)``."""
+def execute(tape, blocks, batch_size, dtype, outs, method="auto"):
+    """Run ``tape`` over the batch on CPU cores, writing into ``outs``.
+
+    ``outs`` are C-contiguous ``(B, w_j)`` arrays whose columns, concatenated, are the
+    tape's outputs.
+    """
     dtype = np.dtype(dtype)
-    out = np.empty((batch_size, len(tape.outputs)), dtype=dtype)
     if batch_size == 0:
-        return out
+        return
     X, S = layout.pack_inputs(blocks, batch_size, dtype)
     sources = tuple(layout.sources_of(blocks, batch_size))
+    widths = tuple(o.shape[1] for o in outs)
     parallel = batch_size >= PARALLEL_MIN_POINTS
-    how = choose(tape, batch_size, dtype, sources, method)
+    how = choose(tape, batch_size, dtype, sources, method, widths)
     if how == "numpy":
-        return evaluate(tape, blocks, batch_size, dtype)
+        evaluate(tape, blocks, batch_size, dtype, outs=outs)
+        return
     with _launch:
         start = time.perf_counter()
         if how == "compiled":
-            module = numba_compiled.kernel_module(tape, dtype, sources)
-            numba_compiled.run(module, X, S, out, parallel)
+            module = numba_compiled.kernel_module(tape, dtype, sources, widths)
+            numba_compiled.run(module, X, S, outs, parallel)
         else:
-            numba_replay.run(tape, sources, X, S, out, parallel)
+            numba_replay.run(tape, sources, X, S, outs, parallel)
         elapsed = time.perf_counter() - start
-    race = _races.get((tape, str(dtype), sources)) if method == "auto" else None
+    race = _races.get((tape, str(dtype), sources, widths)) if method == "auto" else None
     if race is not None:
         race.record(how, elapsed, batch_size)
-    return out
 
 
-def source(tape, dtype, sources) -> str:
-    return numba_compiled.print_kernel(tape, dtype, sources)
+def source(tape, dtype, sources, widths=None) -> str:
+    return numba_compiled.print_kernel(tape, dtype, sources, widths)

@@ -48,7 +48,7 @@ _opts = dict(cache=True, error_model="numpy", nogil=True)
 
 
 @njit(**_opts)
-def run_block(code, consts, X, S, out, out_slots, buf, start, n):
+def run_block(code, consts, X, S, buf, start, n):
     for k in range(code.shape[0]):
         op = code[k, 0]
         a = code[k, 1]
@@ -67,26 +67,39 @@ def run_block(code, consts, X, S, out, out_slots, buf, start, n):
             v = consts[a]
             for p in range(n):
                 buf[d, p] = v
-    for p in range(n):
-        for j in range(out_slots.shape[0]):
-            out[start + p, j] = buf[out_slots[j], p]
-
-
-@njit(parallel=True, **_opts)
-def run_parallel(code, consts, X, S, out, out_slots, n_slots, block):
-    n = out.shape[0]
-    for blk in prange((n + block - 1) // block):
-        buf = np.empty((n_slots, block), out.dtype)
-        start = blk * block
-        run_block(code, consts, X, S, out, out_slots, buf, start, min(block, n - start))
 
 
 @njit(**_opts)
-def run_serial(code, consts, X, S, out, out_slots, n_slots, block):
-    n = out.shape[0]
-    buf = np.empty((n_slots, block), out.dtype)
+def store(outs, out_slots, buf, start, n):
+    k = 0
+    for j in range(len(outs)):
+        o = outs[j]
+        w = o.shape[1]
+        for p in range(n):
+            for c in range(w):
+                o[start + p, c] = buf[out_slots[k + c], p]
+        k += w
+
+
+@njit(parallel=True, **_opts)
+def run_parallel(code, consts, X, S, outs, out_slots, n_slots, block):
+    n = X.shape[0]
+    for blk in prange((n + block - 1) // block):
+        buf = np.empty((n_slots, block), X.dtype)
+        start = blk * block
+        size = min(block, n - start)
+        run_block(code, consts, X, S, buf, start, size)
+        store(outs, out_slots, buf, start, size)
+
+
+@njit(**_opts)
+def run_serial(code, consts, X, S, outs, out_slots, n_slots, block):
+    n = X.shape[0]
+    buf = np.empty((n_slots, block), X.dtype)
     for start in range(0, n, block):
-        run_block(code, consts, X, S, out, out_slots, buf, start, min(block, n - start))
+        size = min(block, n - start)
+        run_block(code, consts, X, S, buf, start, size)
+        store(outs, out_slots, buf, start, size)
 '''
 
 
@@ -102,12 +115,21 @@ def interpreter():
     return cache.load(replay_source(), PREFIX)
 
 
-def compile_for(module, dtype):
-    """Compile (or load) the interpreter's entry points for ``dtype``: an empty run of each."""
+LEAF_COUNTS = (1, 2, 3, 4)     # results of up to 4 arrays (a Hessian in two arguments)
+
+
+def compile_for(module, dtype, leaf_counts=LEAF_COUNTS):
+    """Compile (or load) the interpreter's entry points for ``dtype``: an empty run of each.
+
+    The output leaves are a tuple, whose length is part of the compiled signature, so
+    every length in ``leaf_counts`` is compiled; a result of more arrays compiles its
+    own entry points on first use (and then comes from the disk cache).
+    """
     empty = np.zeros((0, 0), dtype)
-    for fn in (module.run_serial, module.run_parallel):
-        fn(np.zeros((0, 5), np.int64), np.zeros(0, dtype), empty, np.zeros(0, dtype),
-           empty, np.zeros(0, np.int64), 1, BLOCK)
+    for count in leaf_counts:
+        for fn in (module.run_serial, module.run_parallel):
+            fn(np.zeros((0, 5), np.int64), np.zeros(0, dtype), empty, np.zeros(0, dtype),
+               (empty,) * count, np.zeros(0, np.int64), 1, BLOCK)
 
 
 @functools.lru_cache(maxsize=256)
@@ -140,14 +162,15 @@ def is_loaded(dtype) -> bool:
     return np.dtype(dtype).name in _loaded
 
 
-def run(tape, sources, X, S, out, parallel: bool, block: int = BLOCK):
+def run(tape, sources, X, S, outs, parallel: bool, block: int = BLOCK):
     code, consts, out_slots, n_slots = encode(tape, tuple(sources))
-    args = (code, consts.astype(out.dtype), X, S, out, out_slots, n_slots, block)
+    dtype = X.dtype
+    args = (code, consts.astype(dtype), X, S, tuple(outs), out_slots, n_slots, block)
     module = interpreter()
-    first = out.dtype.name not in _loaded
-    if first and not warmup.is_ready(module_name(), out.dtype):
-        compile_for(module, out.dtype)      # both entry points: the disk cache is complete
-        warmup.mark_ready(module_name(), out.dtype)
+    first = dtype.name not in _loaded
+    if first and not warmup.is_ready(module_name(), dtype):
+        compile_for(module, dtype)      # every entry point: the disk cache is complete
+        warmup.mark_ready(module_name(), dtype)
     try:
         (module.run_parallel if parallel else module.run_serial)(*args)
     except Exception:
@@ -157,6 +180,6 @@ def run(tape, sources, X, S, out, parallel: bool, block: int = BLOCK):
         interpreter.cache_clear()
         cache.evict(module_name())
         module = interpreter()
-        compile_for(module, out.dtype)
+        compile_for(module, dtype)
         (module.run_parallel if parallel else module.run_serial)(*args)
-    _loaded.add(out.dtype.name)
+    _loaded.add(dtype.name)

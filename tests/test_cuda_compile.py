@@ -2,10 +2,14 @@
 
 Every case of the corpus with every transform that applies, in float64 and float32, is
 printed into one translation unit per dtype (distinct name prefixes; every other kernel
-cut into small segments so the segment path runs too). Each unit is compiled by
-``nvcc --ptx`` for sm_90, and by ``g++`` as a shared library whose ``*_host_run``
-functions are called through ctypes on a small batch. No GPU is needed; tests skip
-only where a compiler is missing.
+cut into small segments so the segment path runs too), with kernels whose outputs go to
+several leaves (value and gradient; a Hessian split unevenly, so that mirrored entries
+land in different leaves) and kernels of the structural non-zeros only (what a sparse
+result computes). Each unit is compiled by ``nvcc --ptx`` for sm_90, and by ``g++`` as a
+shared library whose ``*_host_run`` functions are called through ctypes on a small
+batch, writing into leaves of both layouts: batch-fastest, as our own GPU results, and
+C-contiguous, as a user's ``out=`` or sparse values. No GPU is needed; tests skip only
+where a compiler is missing.
 """
 import ctypes
 import glob
@@ -21,6 +25,7 @@ import pytest
 
 import batchdiff as bd
 from batchdiff.batching import prepare
+from batchdiff.graph import Instr, Tape
 from batchdiff.interpreter import evaluate
 from batchdiff.kernels import cupy_exec, layout
 from batchdiff.kernels.cuda_printer import print_cuda
@@ -39,26 +44,68 @@ BAD = np.array([[-1.0, 0.0, np.nan], [0.0, -0.0, np.inf], [np.inf, -np.inf, 1.0]
                 [np.nan, 2.0, 0.0], [4.0, 1e30, -np.inf], [0.5, 0.5, -0.0]])
 
 
-class Kernel:
-    """One tape to print and run, with the input blocks of a batch."""
+# Leaf layouts: the transpose of a C-contiguous (width, B) array, as the GPU's own
+# results (batch-fastest), and a C-contiguous (B, width) array, as a user's out= or the
+# values of a sparse result.
+LAYOUTS = ("batch_fastest", "c_contiguous")
+SENTINEL = -12345.0
+GUARD = 5              # sentinel elements before, between and after the leaves
 
-    def __init__(self, label, tape, blocks, size, dtype):
+
+class Kernel:
+    """One tape to print and run, with the input blocks of a batch and its leaf widths."""
+
+    def __init__(self, label, tape, blocks, size, dtype, widths=None):
         self.label, self.tape, self.blocks, self.size = label, tape, blocks, size
         self.dtype = np.dtype(dtype)
         self.sources = layout.sources_of(blocks, size)
+        self.widths = (len(tape.outputs),) if widths is None else widths
 
-    def run(self, lib, prefix):
-        """The host build's outputs, ``(B, n_outputs)``."""
+    def run(self, lib, prefix, first=0):
+        """The host build's outputs, ``(B, n_outputs)``; leaf j in ``LAYOUTS[(first + j) % 2]``.
+
+        The leaves are views of one buffer filled with a sentinel, with guards around
+        them: a write outside every leaf fails here, and a missed one leaves the sentinel.
+        """
         X, S = layout.pack_inputs(self.blocks, self.size, self.dtype)
-        out = np.full((len(self.tape.outputs), self.size), -12345.0, dtype=self.dtype)
-        run = getattr(lib, f"{prefix}host_run")
-        run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_longlong]
-        run.restype = None
-        run(X.ctypes.data, S.ctypes.data, out.ctypes.data, self.size)
-        return out.T
+        buffer, leaves = _leaves(self.widths, self.size, self.dtype, first)
+        _call_host_run(getattr(lib, f"{prefix}host_run"), X, S, leaves, self.size)
+        got = (np.concatenate(leaves, axis=1) if leaves
+               else np.empty((self.size, 0), self.dtype))
+        for leaf in leaves:
+            leaf[...] = SENTINEL
+        assert (buffer == SENTINEL).all(), f"{self.label}: a write outside the leaves"
+        return got
 
     def reference(self):
         return evaluate(self.tape, self.blocks, self.size, self.dtype)
+
+
+def _call_host_run(run, X, S, leaves, size):
+    """Call a ``*_host_run`` through ctypes: X, S, a pointer and two strides per leaf, B."""
+    args = [X.ctypes.data, S.ctypes.data]
+    for leaf in leaves:
+        args += [leaf.ctypes.data, leaf.strides[0] // leaf.itemsize,
+                 leaf.strides[1] // leaf.itemsize]
+    run.argtypes = ([ctypes.c_void_p] * 2
+                    + [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_longlong] * len(leaves)
+                    + [ctypes.c_longlong])
+    run.restype = None
+    run(*args, int(size))
+
+
+def _leaves(widths, size, dtype, first):
+    """A sentinel-filled buffer and the (size, width) leaves in it, guards around each."""
+    buffer = np.full(sum(widths) * size + GUARD * (len(widths) + 1), SENTINEL, dtype=dtype)
+    leaves, start = [], GUARD
+    for j, width in enumerate(widths):
+        block = buffer[start:start + width * size]
+        if LAYOUTS[(first + j) % 2] == "batch_fastest":
+            leaves.append(block.reshape(width, size).T)
+        else:
+            leaves.append(block.reshape(size, width))
+        start += width * size + GUARD
+    return buffer, leaves
 
 
 def _transforms(case, dtype, rng):
@@ -71,10 +118,37 @@ def _transforms(case, dtype, rng):
         yield Kernel(f"{name}.{kind}", tape, blocks, BATCH, dtype)
 
 
+def _uneven(n):
+    """Three leaves of unequal widths over ``n >= 4`` outputs."""
+    return (n // 3 + 1, n // 3, n - 2 * (n // 3) - 1)
+
+
+def _variants(kernel):
+    """Kernels of the same tape with the outputs split into leaves, or only the non-zeros.
+
+    The sparse variant keeps the outputs that are not the constant zero (the structural
+    non-zeros, constant ones included), as a sparse result's values array does.
+    """
+    tape, n = kernel.tape, len(kernel.tape.outputs)
+    zero = {i for i, ins in enumerate(tape.instrs) if ins.op == "const" and ins.value == 0}
+    kind = kernel.label.split(".")[-1]
+    same = (kernel.blocks, kernel.size, kernel.dtype)
+    if kind == "value_and_grad":
+        yield Kernel(kernel.label + ".leaves", tape, *same, widths=(1, n - 1))
+    if kind == "hessian" and n >= 4:
+        yield Kernel(kernel.label + ".leaves", tape, *same, widths=_uneven(n))
+    kept = tuple(o for o in tape.outputs if o not in zero)
+    if kind in ("jacobian", "hessian") and 0 < len(kept) < n:
+        yield Kernel(kernel.label + ".sparse", Tape(tape.instrs, kept, tape.n_inputs), *same)
+
+
 def _kernels(dtype):
     rng = np.random.default_rng(11)
     kernels = [k for case in CASES for k in _transforms(case, dtype, rng)]
+    kernels += [v for k in kernels for v in _variants(k)]
     good = rng.uniform(0.1, 0.9, size=(BATCH, 3)).astype(dtype)
+    kernels.append(Kernel("no_outputs", Tape((Instr("input", (), 0),), (), 1), [good[:, :1]],
+                          BATCH, dtype, widths=()))
     kernels.append(Kernel("all_ops", all_ops_tape(), [good[:, :2], good[:1, 2:]], BATCH,
                           dtype))
     kernels.append(Kernel("all_ops.bad_points", all_ops_tape(),
@@ -90,7 +164,7 @@ def _kernels(dtype):
 
 def _unit(kernels):
     """One translation unit: kernel i has prefix ``k{i}_``; odd ones in small segments."""
-    return "".join(print_cuda(k.tape, k.dtype, k.sources, prefix=f"k{i}_",
+    return "".join(print_cuda(k.tape, k.dtype, k.sources, k.widths, prefix=f"k{i}_",
                               **({"segment": SMALL_SEGMENT} if i % 2 else {}))
                    for i, k in enumerate(kernels))
 
@@ -200,11 +274,14 @@ def _check(libraries, dtype, label_start):
     chosen = [(i, k) for i, k in enumerate(kernels) if k.label.startswith(label_start)]
     assert chosen
     for i, k in chosen:
-        got, ref = k.run(lib, f"k{i}_"), k.reference()
-        assert got.shape == ref.shape and got.dtype == ref.dtype
+        ref = k.reference()
         tol = TOLERANCE[dtype]
         scale = max(1.0, float(np.abs(ref[np.isfinite(ref)], dtype=np.float64).max(initial=0)))
-        np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * scale, err_msg=k.label)
+        for first in range(len(LAYOUTS)):       # every leaf in each layout
+            got = k.run(lib, f"k{i}_", first)
+            assert got.shape == ref.shape and got.dtype == ref.dtype
+            np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * scale,
+                                       err_msg=f"{k.label}, first leaf {LAYOUTS[first]}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
@@ -216,6 +293,27 @@ def test_host_build_matches_reference(libraries, case, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 def test_every_op_matches_reference(libraries, dtype):
     _check(libraries, dtype, "all_ops")
+
+
+def test_split_hessians_write_one_node_to_several_leaves(builds):
+    """The split variants cover what they are for: a computed node (mirrored Hessian
+    entries) whose positions lie in different leaves; and sparse variants exist."""
+    kernels = builds[np.dtype(np.float64)][0]
+
+    def spans_leaves(k):
+        leaves_of = {}
+        for o, j in zip(k.tape.outputs, np.repeat(np.arange(len(k.widths)), k.widths)):
+            leaves_of.setdefault(o, set()).add(j)
+        return any(len(js) > 1 and k.tape.instrs[o].op != "const"
+                   for o, js in leaves_of.items())
+    assert any(spans_leaves(k) for k in kernels if k.label.endswith(".hessian.leaves"))
+    assert any(k.label.endswith(".hessian.sparse") for k in kernels)
+    assert any(k.label.endswith(".jacobian.sparse") for k in kernels)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_a_tape_without_outputs_builds_and_runs(libraries, dtype):
+    _check(libraries, dtype, "no_outputs")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
@@ -244,14 +342,18 @@ class _HostModule:
     def get_function(self, name):
         assert name == "bd_kernel"
         run = self.lib.bd_host_run
-        run.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_longlong]
 
         def launch(grid, block, args):
-            X, S, out, size = args
-            assert isinstance(size, np.int64) and out.shape[1] == size
-            assert X.flags.c_contiguous and S.flags.c_contiguous and out.flags.c_contiguous
+            (X, S), leaves, size = args[:2], args[2:-1], args[-1]
+            assert isinstance(size, np.int64)
+            assert X.flags.c_contiguous and S.flags.c_contiguous and len(leaves) % 3 == 0
+            outs = leaves[::3]
+            for out, rs, cs in zip(outs, leaves[1::3], leaves[2::3]):
+                assert isinstance(rs, np.int64) and isinstance(cs, np.int64)
+                assert out.shape[0] == size
+                assert (rs, cs) == tuple(st // out.itemsize for st in out.strides)
             self.launches.append((grid, block))
-            run(X.ctypes.data, S.ctypes.data, out.ctypes.data, int(size))
+            _call_host_run(run, X, S, outs, size)
         return launch
 
 
@@ -259,8 +361,9 @@ class _HostModule:
 def test_cupy_executor_plumbing_with_a_host_stand_in(monkeypatch, tmp_path):
     """cupy_exec without a GPU: NumPy stands in for CuPy, the host build for the kernel.
 
-    Checks the packing of X and S, the kernel's arguments, the launch shape and the
-    (B, n_outputs) view of the batch-fastest output array.
+    Checks the packing of X and S, the kernel's arguments (a pointer and two strides per
+    leaf), the launch shape, the layouts ``empty`` makes, and that ``execute`` writes
+    into the leaves it is given, batch-fastest, C-contiguous or a mix.
     """
     modules = []
 
@@ -277,17 +380,34 @@ def test_cupy_executor_plumbing_with_a_host_stand_in(monkeypatch, tmp_path):
     rng = np.random.default_rng(2)
     network = next(c for c in CASES if c[0] == "network_shared_w")
     kernel = next(k for k in _transforms(network, np.float64, rng) if k.label.endswith("jvp"))
+    widths = (2, 2)                         # F(X) and J·V
+    assert sum(widths) == len(kernel.tape.outputs)
+    fastest = [(True, True), (False, False), (True, False)]
     for size in (BATCH, 1000):
         blocks = [np.repeat(b, size // BATCH + 1, axis=0)[:size] if b.shape[0] != 1 else b
                   for b in kernel.blocks]
-        got = cupy_exec.execute(kernel.tape, blocks, size, np.float64)
-        assert got.shape == (size, len(kernel.tape.outputs)) and got.strides[0] == 8
-        np.testing.assert_allclose(got, evaluate(kernel.tape, blocks, size, np.float64),
-                                   rtol=1e-12)
-    assert len(modules) == 1, "the compiled module is memoised per tape, dtype and layout"
-    assert modules[0].launches == [((1,), (256,)), ((3,), (256,))]
-    empty = cupy_exec.execute(kernel.tape, [b[:0] if b.shape[0] != 1 else b
-                                            for b in kernel.blocks], 0, np.float64)
-    assert empty.shape == (0, len(kernel.tape.outputs))
+        ref = evaluate(kernel.tape, blocks, size, np.float64)
+        for layouts in fastest:
+            outs = [cupy_exec.empty(w, size, np.float64, batch_fastest=f)
+                    for w, f in zip(widths, layouts)]
+            for out, w, f in zip(outs, widths, layouts):
+                assert out.shape == (size, w) and out.dtype == np.float64
+                assert out.strides == ((8, 8 * size) if f else (8 * w, 8))
+                out[...] = np.nan
+            assert cupy_exec.execute(kernel.tape, blocks, size, np.float64, outs) is None
+            np.testing.assert_allclose(np.concatenate(outs, axis=1), ref, rtol=1e-12)
+    assert len(modules) == 1, "the compiled module is memoised per tape, dtype, layout, widths"
+    assert modules[0].launches == [((1,), (256,))] * 3 + [((3,), (256,))] * 3
+    cupy_exec.execute(kernel.tape, kernel.blocks, BATCH, np.float64, [np.zeros((BATCH, 4))])
+    assert len(modules) == 2, "other leaf widths, another kernel"
+    empty = [np.zeros((0, w)) for w in widths]
+    cupy_exec.execute(kernel.tape, [b[:0] if b.shape[0] != 1 else b for b in kernel.blocks],
+                      0, np.float64, empty)
+    no_outputs = Tape(kernel.tape.instrs[:kernel.tape.n_inputs], (), kernel.tape.n_inputs)
+    cupy_exec.execute(no_outputs, kernel.blocks, BATCH, np.float64, [])
+    assert len(modules) == 2 and len(modules[1].launches) == 1, "nothing to run, no launch"
+    with pytest.raises(ValueError, match="expected float64"):
+        cupy_exec.execute(kernel.tape, kernel.blocks, BATCH, np.float64,
+                          [np.zeros((BATCH, 2), np.float32), np.zeros((BATCH, 2))])
     with pytest.raises(ValueError, match="replay"):
-        cupy_exec.execute(kernel.tape, kernel.blocks, BATCH, np.float64, method="replay")
+        cupy_exec.execute(kernel.tape, kernel.blocks, BATCH, np.float64, empty, method="replay")

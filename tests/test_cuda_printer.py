@@ -6,6 +6,7 @@ reference interpreter in ``test_cuda_compile.py``; here its text is pinned.
 import re
 
 import numpy as np
+import pytest
 
 import batchdiff as bd
 from batchdiff.graph import Instr, Tape
@@ -51,28 +52,29 @@ def test_golden_gradient_of_a_product():
     src = print_cuda(tape, np.float64, [("x", 0), ("x", 1)])
     assert src == PREAMBLE + """\
 __device__ void bd_point(const double* __restrict__ X, const double* __restrict__ S, \
-double* __restrict__ out, long long b, long long B)
+double* __restrict__ out0, long long rs0, long long cs0, long long b)
 {
     const double x0 = X[b * 2 + 0];
     const double x1 = X[b * 2 + 1];
-    out[0 * B + b] = x1;
-    out[1 * B + b] = x0;
+    out0[b * rs0 + 0 * cs0] = x1;
+    out0[b * rs0 + 1 * cs0] = x0;
 }
 
 #ifdef __CUDACC__
 extern "C" __global__ void bd_kernel(const double* __restrict__ X, \
-const double* __restrict__ S, double* __restrict__ out, long long B)
+const double* __restrict__ S, double* __restrict__ out0, long long rs0, long long cs0, \
+long long B)
 {
     for (long long b = (long long)blockIdx.x * blockDim.x + threadIdx.x; b < B;
          b += (long long)blockDim.x * gridDim.x)
-        bd_point(X, S, out, b, B);
+        bd_point(X, S, out0, rs0, cs0, b);
 }
 #else
 extern "C" void bd_host_run(const double* __restrict__ X, const double* __restrict__ S, \
-double* __restrict__ out, long long B)
+double* __restrict__ out0, long long rs0, long long cs0, long long B)
 {
     for (long long b = 0; b < B; ++b)
-        bd_point(X, S, out, b, B);
+        bd_point(X, S, out0, rs0, cs0, b);
 }
 #endif
 """
@@ -87,18 +89,18 @@ def test_golden_float32_constant_and_sin():
     src = print_cuda(tape, np.float32, [("x", 0), ("x", 1)])
     assert _device_code(src) == """\
 __device__ void bd_point(const float* __restrict__ X, const float* __restrict__ S, \
-float* __restrict__ out, long long b, long long B)
+float* __restrict__ out0, long long rs0, long long cs0, long long b)
 {
     const float x0 = X[b * 2 + 0];
     const float x1 = X[b * 2 + 1];
     const float v3 = (x0 * 2.0f);
     const float v4 = sinf(v3);
     const float v5 = (x1 * v4);
-    out[0 * B + b] = v5;
+    out0[b * rs0 + 0 * cs0] = v5;
     const float v6 = cosf(v3);
     const float v7 = (x1 * v6);
     const float v8 = (2.0f * v7);
-    out[1 * B + b] = v8;
+    out0[b * rs0 + 1 * cs0] = v8;
 }
 
 """
@@ -114,19 +116,19 @@ def test_golden_shared_input_and_repeated_outputs():
     src = print_cuda(tape, np.float64, [("x", 0), ("s", 0), ("x", 1)])
     assert _device_code(src) == """\
 __device__ void bd_point(const double* __restrict__ X, const double* __restrict__ S, \
-double* __restrict__ out, long long b, long long B)
+double* __restrict__ out0, long long rs0, long long cs0, long long b)
 {
     const double x0 = X[b * 2 + 0];
     const double x1 = S[0];
     const double x2 = X[b * 2 + 1];
     const double v4 = (x0 * x1);
-    out[1 * B + b] = v4;
-    out[2 * B + b] = v4;
+    out0[b * rs0 + 1 * cs0] = v4;
+    out0[b * rs0 + 2 * cs0] = v4;
     const double v5 = (v4 * x2);
     const double v6 = (v5 + (-0.5));
-    out[0 * B + b] = v6;
-    out[3 * B + b] = x2;
-    out[4 * B + b] = (-0.5);
+    out0[b * rs0 + 0 * cs0] = v6;
+    out0[b * rs0 + 3 * cs0] = x2;
+    out0[b * rs0 + 4 * cs0] = (-0.5);
 }
 
 """
@@ -143,10 +145,9 @@ def test_golden_segments_pass_values_through_reused_scratch_slots():
                 (7,), 2)
     src = print_cuda(tape, np.float64, [("x", 0), ("x", 1)], segment=2)
     params = ("const double* __restrict__ X, const double* __restrict__ S, "
-              "double* __restrict__ out")
+              "double* __restrict__ out0, long long rs0, long long cs0")
     assert _device_code(src) == f"""\
-__device__ __noinline__ void bd_segment0({params}, double* __restrict__ t, long long b, \
-long long B)
+__device__ __noinline__ void bd_segment0({params}, double* __restrict__ t, long long b)
 {{
     const double x0 = X[b * 2 + 0];
     const double x1 = X[b * 2 + 1];
@@ -156,8 +157,7 @@ long long B)
     t[1] = v4;
 }}
 
-__device__ __noinline__ void bd_segment1({params}, double* __restrict__ t, long long b, \
-long long B)
+__device__ __noinline__ void bd_segment1({params}, double* __restrict__ t, long long b)
 {{
     const double x1 = X[b * 2 + 1];
     const double v3 = t[0];
@@ -166,21 +166,20 @@ long long B)
     const double v6 = (v5 + v3);
 }}
 
-__device__ __noinline__ void bd_segment2({params}, double* __restrict__ t, long long b, \
-long long B)
+__device__ __noinline__ void bd_segment2({params}, double* __restrict__ t, long long b)
 {{
     const double v4 = t[1];
     const double v5 = t[0];
     const double v7 = (v4 - v5);
-    out[0 * B + b] = v7;
+    out0[b * rs0 + 0 * cs0] = v7;
 }}
 
-__device__ void bd_point({params}, long long b, long long B)
+__device__ void bd_point({params}, long long b)
 {{
     double t[2];
-    bd_segment0(X, S, out, t, b, B);
-    bd_segment1(X, S, out, t, b, B);
-    bd_segment2(X, S, out, t, b, B);
+    bd_segment0(X, S, out0, rs0, cs0, t, b);
+    bd_segment1(X, S, out0, rs0, cs0, t, b);
+    bd_segment2(X, S, out0, rs0, cs0, t, b);
 }}
 
 """
@@ -198,17 +197,67 @@ __device__ const int bd_outputs0[9] = {
 };
 
 __device__ void bd_point(const float* __restrict__ X, const float* __restrict__ S, \
-float* __restrict__ out, long long b, long long B)
+float* __restrict__ out0, long long rs0, long long cs0, long long b)
 {
     const float x0 = X[b * 1 + 0];
     const float v2 = sqrtf(x0);
-    out[0 * B + b] = v2;
-    out[10 * B + b] = x0;
+    out0[b * rs0 + 0 * cs0] = v2;
+    out0[b * rs0 + 10 * cs0] = x0;
     for (int i = 0; i < 9; ++i)
-        out[bd_outputs0[i] * B + b] = 0.0f;
+        out0[b * rs0 + bd_outputs0[i] * cs0] = 0.0f;
 }
 
 """
+
+
+def test_golden_leaves_get_their_own_pointer_and_strides():
+    """Widths (2, 11): one node in both leaves, written once per position, and the
+    zeros of each leaf stored by themselves (leaf 0) or from that leaf's table (leaf 1)."""
+    zero = 2
+    tape = Tape((Instr("input", (), 0), Instr("input", (), 1), Instr("const", (), 0.0),
+                 Instr("mul", (0, 1))),
+                (3, zero) + (zero, 3, 0) + (zero,) * 8, 2)
+    src = print_cuda(tape, np.float64, [("x", 0), ("x", 1)], widths=(2, 11))
+    assert _device_code(src) == """\
+__device__ const int bd_outputs0[9] = {
+    0, 3, 4, 5, 6, 7, 8, 9, 10
+};
+
+__device__ void bd_point(const double* __restrict__ X, const double* __restrict__ S, \
+double* __restrict__ out0, long long rs0, long long cs0, double* __restrict__ out1, \
+long long rs1, long long cs1, long long b)
+{
+    const double x0 = X[b * 2 + 0];
+    const double x1 = X[b * 2 + 1];
+    const double v3 = (x0 * x1);
+    out0[b * rs0 + 0 * cs0] = v3;
+    out1[b * rs1 + 1 * cs1] = v3;
+    out1[b * rs1 + 2 * cs1] = x0;
+    out0[b * rs0 + 1 * cs0] = 0.0;
+    for (int i = 0; i < 9; ++i)
+        out1[b * rs1 + bd_outputs0[i] * cs1] = 0.0;
+}
+
+"""
+    assert "bd_point(X, S, out0, rs0, cs0, out1, rs1, cs1, b);" in src
+    assert ("void bd_host_run(const double* __restrict__ X, const double* __restrict__ S, "
+            "double* __restrict__ out0, long long rs0, long long cs0, "
+            "double* __restrict__ out1, long long rs1, long long cs1, long long B)") in src
+
+
+def test_widths_must_cover_the_outputs():
+    tape = bd.grad(lambda v: v[0] * v[1]).tape(np.ones((1, 2)))
+    for widths in [(1,), (1, 2), (3, -1)]:
+        with pytest.raises(ValueError, match="sum to the tape's 2 outputs"):
+            print_cuda(tape, np.float64, [("x", 0), ("x", 1)], widths=widths)
+    assert print_cuda(tape, np.float64, [("x", 0), ("x", 1)], widths=(2,)) == print_cuda(
+        tape, np.float64, [("x", 0), ("x", 1)])
+
+
+def test_a_tape_without_outputs_has_no_output_parameters():
+    src = print_cuda(Tape((Instr("input", (), 0),), (), 1), np.float32, [("x", 0)], widths=())
+    assert ('void bd_kernel(const float* __restrict__ X, const float* __restrict__ S, '
+            'long long B)') in src and "out" not in src[len(PREAMBLE):]
 
 
 def test_every_op_is_spelled_in_both_precisions():

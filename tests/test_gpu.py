@@ -92,6 +92,47 @@ def test_numpy_inputs_with_backend_cupy(cp):
                                rtol=1e-12)
 
 
+def test_out_buffers_on_gpu_are_written_and_returned(cp):
+    """``out=`` with the result's own (batch-fastest) array and a user's C-contiguous one."""
+    f = CASES[1][1]                                     # Lorenz-96, n = 8
+    x = np.random.default_rng(4).uniform(-2, 2, size=(1000, 8))
+    ref = bd.jacobian(f, backend="numpy")(x)
+    g = bd.jacobian(f)
+    X = cp.asarray(x)
+    J = g(X)
+    for buffer in (J, cp.empty((1000, 8, 8))):
+        buffer[...] = cp.nan
+        assert g(X, out=buffer) is buffer
+        np.testing.assert_allclose(cp.asnumpy(buffer), ref, rtol=1e-12)
+
+
+def test_out_tuple_of_value_and_grad_on_gpu(cp):
+    f = CASES[0][1]                                     # Rosenbrock, n = 6
+    x = np.random.default_rng(6).uniform(size=(700, 6))
+    value, grad = cp.full(700, cp.nan), cp.full((700, 6), cp.nan)
+    got = bd.value_and_grad(f)(cp.asarray(x), out=(value, grad))
+    assert got[0] is value and got[1] is grad
+    for g, r in zip((value, grad), bd.value_and_grad(f, backend="numpy")(x)):
+        np.testing.assert_allclose(cp.asnumpy(g), r, rtol=1e-12)
+
+
+def test_sparse_hessian_stays_on_the_gpu(cp):
+    """Values (B, nnz) C-contiguous on the device; dense and cupyx CSR views agree."""
+    import cupyx.scipy.sparse
+    f = CASES[0][1]                                     # Rosenbrock: a tridiagonal Hessian
+    x = np.random.default_rng(7).uniform(size=(500, 6))
+    ref = bd.hessian(f, backend="numpy")(x)
+    h = bd.hessian(f, sparse=True)(cp.asarray(x))
+    assert isinstance(h.values, cp.ndarray) and h.values.flags.c_contiguous
+    assert h.values.shape == (500, h.nnz) and h.nnz < 36
+    dense = h.to_dense()
+    np.testing.assert_allclose(dense.get() if isinstance(dense, cp.ndarray) else dense, ref,
+                               rtol=1e-12)
+    point = h.to_scipy(0)
+    assert isinstance(point, cupyx.scipy.sparse.csr_matrix)
+    np.testing.assert_allclose(cp.asnumpy(point.toarray()), ref[0], rtol=1e-12)
+
+
 def test_torch_cuda_tensors_come_in_through_dlpack(cp):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     seen += [step() for _ in range(4)]  # replay; 200k points seen: kernel compiling
     warmup.wait()
     seen += [step() for _ in range(7)]  # both ready: 3 calls each, then the faster stays
-    race = numba_exec._races[(tape, "float64", src)]
+    race = numba_exec._races[(tape, "float64", src, (36,))]
     print(" ".join(seen), race.winner)
 """)
 
@@ -57,7 +57,7 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path, monkeypatch):
         fh.write(source[: len(source) // 2])          # a truncated file
     module = cache.load(source, numba_compiled.PREFIX)
     out = np.empty((10, 2))
-    numba_compiled.run(module, x, np.empty(0), out, parallel=False)
+    numba_compiled.run(module, x, np.empty(0), [out], parallel=False)
     np.testing.assert_allclose(out, bd.grad(f, backend="numpy")(x), rtol=1e-12)
     sys.modules.pop(name, None)
 

@@ -60,7 +60,7 @@ def _kernel_arrays(problem, dtype):
     tape = P.program(problem, dtype)
     X, S = layout.pack_inputs([P.points(problem.shape, dtype)], P.B, np.dtype(dtype))
     out = np.zeros((P.B, len(tape.outputs)), dtype=dtype)
-    return X, S, out
+    return X, S, [out]
 
 
 class Kernel:
@@ -75,7 +75,7 @@ class Kernel:
         self.sources = P.sources(problem)
         self.arrays = _kernel_arrays(problem, "float64")
         self.module = (numba_compiled.kernel_module(self.tape, np.dtype("float64"),
-                                                    self.sources)
+                                                    self.sources, (len(self.tape.outputs),))
                        if executor == "compiled" else None)
         self.time_kernel(name, executor)        # compiled or loaded here, once
 

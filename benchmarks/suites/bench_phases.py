@@ -66,7 +66,7 @@ class Codegen:
 def _first_call_inputs(problem, tape, dtype):
     """X, S and out of a one-point call: the compile benchmarks' trigger."""
     X, S = layout.pack_inputs([P.points(problem.shape, dtype, 1)], 1, np.dtype(dtype))
-    return X, S, np.empty((1, len(tape.outputs)), dtype=dtype)
+    return X, S, [np.empty((1, len(tape.outputs)), dtype=dtype)]
 
 
 class _CompileKernel:
@@ -88,7 +88,8 @@ class _CompileKernel:
         P.forget_compiled(self.source)
 
     def _compile(self):
-        module = numba_compiled.kernel_module(self.tape, self.dtype, self.sources)
+        module = numba_compiled.kernel_module(self.tape, self.dtype, self.sources,
+                                              (len(self.tape.outputs),))
         numba_compiled.run(module, *self.inputs, parallel=True)
 
     def teardown(self, *params):
