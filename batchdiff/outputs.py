@@ -61,7 +61,7 @@ def check(given, leaf, batch, backend) -> object:
     """
     from .sparse import SparseResult
     if leaf.pattern is not None and isinstance(given, SparseResult):
-        if not _same_pattern(given.pattern, leaf.pattern):
+        if given.pattern != leaf.pattern:
             raise ValueError(f"out= is a SparseResult of another pattern ({given.nnz} "
                              f"non-zeros of {given.matrix_shape}); this transform stores "
                              f"{leaf.width} non-zeros of {leaf.pattern.shape}: pass a "
@@ -93,18 +93,12 @@ def check(given, leaf, batch, backend) -> object:
     if flags is not None and not getattr(flags, "writeable", True):
         raise ValueError("out= array is read-only: pass a writable array "
                          f"(e.g. np.empty({expected}, dtype={batch.dtype.name!r}))")
-    if backend == "numba" and not given.flags.c_contiguous:
-        raise ValueError(f"out= array must be C-contiguous for backend 'numba' (the kernels "
-                         f"write each point's row in place); got strides {given.strides}: "
-                         "pass np.ascontiguousarray(...) once and reuse it")
+    if kind is np and backend != "numpy" and not given.flags.c_contiguous:
+        raise ValueError(f"out= array must be C-contiguous for backend {backend!r} (the "
+                         f"kernels write each point's row in place); got strides "
+                         f"{given.strides}: pass np.ascontiguousarray(...) once and reuse it")
     rows(given, math.prod(expected[1:]), kind)        # raises if it has no (B, w) view
     return given
-
-
-def _same_pattern(p, q) -> bool:
-    return p is q or (tuple(p.shape) == tuple(q.shape) and p.upper == q.upper
-                      and np.array_equal(p.indptr, q.indptr)
-                      and np.array_equal(p.indices, q.indices))
 
 
 def check_overlap(arrays, blocks, xp):
