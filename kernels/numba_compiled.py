@@ -137,7 +137,12 @@ def run_serial(X, S, {leaves}n):
 
 
 def _finish(consts, dups, leaves, dtype) -> str:
-    """``finish``: per leaf, its constant outputs (as runs of equal values) and copies."""
+    """``finish``: per leaf, its constant outputs (as runs of equal values) and copies.
+
+    The tables are unsigned: a signed index from an array gets Numba's negative-index
+    check on every store, which keeps LLVM from vectorising the run loops (5x slower
+    on the zeros of a Lorenz-96 Jacobian).
+    """
     np_dtype = "np.float32" if np.dtype(dtype) == np.float32 else "np.float64"
     tables, body = [], []
     for j, (leaf_consts, leaf_dups) in enumerate(zip(consts, dups)):
@@ -149,16 +154,16 @@ def _finish(consts, dups, leaves, dtype) -> str:
                 runs.append([k, k + 1, v])
         if runs:
             values = ", ".join(py_literal(r[2], np.float64) for r in runs)
-            tables += [f"_RUN_START{j} = np.array({[r[0] for r in runs]!r}, dtype=np.int64)",
-                       f"_RUN_STOP{j} = np.array({[r[1] for r in runs]!r}, dtype=np.int64)",
+            tables += [f"_RUN_START{j} = np.array({[r[0] for r in runs]!r}, dtype=np.uint64)",
+                       f"_RUN_STOP{j} = np.array({[r[1] for r in runs]!r}, dtype=np.uint64)",
                        f"_RUN_VAL{j} = np.array([{values}], dtype={np_dtype})"]
             body += [f"    for r in range({len(runs)}):",
                      f"        v = _RUN_VAL{j}[r]",
                      f"        for k in range(_RUN_START{j}[r], _RUN_STOP{j}[r]):",
                      f"            o{j}[b, k] = v"]
         if leaf_dups:
-            tables += [f"_DUP_DST{j} = np.array({[k for k, _ in leaf_dups]!r}, dtype=np.int64)",
-                       f"_DUP_SRC{j} = np.array({[k for _, k in leaf_dups]!r}, dtype=np.int64)"]
+            tables += [f"_DUP_DST{j} = np.array({[k for k, _ in leaf_dups]!r}, dtype=np.uint64)",
+                       f"_DUP_SRC{j} = np.array({[k for _, k in leaf_dups]!r}, dtype=np.uint64)"]
             body += [f"    for r in range({len(leaf_dups)}):",
                      f"        o{j}[b, _DUP_DST{j}[r]] = o{j}[b, _DUP_SRC{j}[r]]"]
     return "\n\n" + "\n".join(tables) + f"\n\n\n@njit(**_opts)\ndef finish({leaves}b):\n" + (
