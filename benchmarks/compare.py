@@ -6,10 +6,17 @@
 
 Every method runs on the same data in the same process; each result is checked against
 the hand-written analytic kernel (CPU) or batchdiff's reference interpreter (GPU) and a
-mismatch is reported. Times are the median of several calls after a first call, the
-methods taking turns call by call; the first call (tracing, AD, compilation, with the
-kernel cache as it is) is reported too. The markdown table and a
+mismatch is reported. Times are the fastest and the median of several calls after a
+first call, the methods taking turns call by call; the first call (tracing, AD,
+compilation, with the kernel cache as it is) is reported too. The markdown table and a
 PNG plot go to ``benchmarks/results/``.
+
+On the CPU the methods are the hand-written kernel into a reused buffer and into a new
+array each call (``handwritten.py``), batchdiff's executors, batchdiff ``auto`` with and
+without ``out=``, dense and ``sparse=True``, and JAX and torch.func where installed.
+Each is reported as a ratio to its baseline in the output-memory targets (``baseline``),
+the targets are checked (``SPEED_TARGETS``), and ``memory.py`` measures peak memory in
+fresh processes (``--no-memory`` skips it).
 """
 from __future__ import annotations
 
@@ -28,21 +35,49 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("BATCHDIFF_BACKGROUND_COMPILE", "0")
 
 import batchdiff as bd  # noqa: E402
-from problems import PROBLEMS  # noqa: E402
+import handwritten as hw  # noqa: E402
+import memory  # noqa: E402
+from problems import AUTO, AUTO_OUT, METHODS, PROBLEMS, SPARSE, SPARSE_OUT  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 # -- the contenders ------------------------------------------------------------------
 
-def batchdiff_methods(problem):
-    make = getattr(bd, problem.transform)
-    f = problem.fn
-    return {
-        "batchdiff compiled": make(f, method="compiled"),
-        "batchdiff replay": make(f, method="replay"),
-        "batchdiff auto": make(f),
-    }
+def cpu_methods(problem, X):
+    """name -> call of every method on the CPU, the baselines first."""
+    calls = {name: problem.method(name, X) for name in (hw.REUSED, hw.ALLOCATING)}
+    for executor in ("compiled", "replay"):
+        calls[f"batchdiff {executor}"] = problem.derivative(method=executor)
+    calls.update((name, problem.method(name, X)) for name in METHODS if name not in calls)
+    for name, make in (("JAX jit(vmap)", jax_method), ("torch.func vmap", torch_method)):
+        fn = make(problem)
+        if fn is not None:
+            calls[name] = fn
+    return calls
+
+
+# A method's time is reported as a ratio to the hand-written kernel that does the same
+# with its output: a reused buffer for out= and for sparse results (the targets ask
+# sparse to beat the dense speed of light), a new array for the methods that allocate.
+REUSED_BASELINE = {hw.REUSED, hw.ALLOCATING, AUTO_OUT, SPARSE, SPARSE_OUT}
+
+
+def baseline(method) -> str:
+    return hw.REUSED if method in REUSED_BASELINE else hw.ALLOCATING
+
+
+# (problem, method, "faster": at least that many times faster than its baseline, or
+# "within": at most that multiple of its baseline's time); "within 1.5" for AUTO holds
+# for every problem
+SPEED_TARGETS = [
+    ("Lorenz-96 n=40", SPARSE_OUT, "faster", 5.0),
+    ("Lorenz-96 n=40", SPARSE, "faster", 5.0),
+    ("Rosenbrock n=100", SPARSE_OUT, "faster", 20.0),
+    ("Rosenbrock n=100", SPARSE, "faster", 20.0),
+    ("Rosenbrock n=10", AUTO_OUT, "within", 1.2),
+    ("Lorenz-96 n=40", AUTO_OUT, "within", 1.2),
+] + [(p.name, AUTO, "within", 1.5) for p in PROBLEMS]
 
 
 def jax_function(problem):
@@ -94,12 +129,19 @@ def _torch_fn(problem, x):
 
 # -- CPU comparison ------------------------------------------------------------------
 
+def dense(result):
+    """A result as a dense NumPy array (a sparse one through ``to_dense``)."""
+    return result.to_dense() if isinstance(result, bd.SparseResult) else np.asarray(result)
+
+
 def compare_cpu(quick=False, repeats=7, only=None):
     """Time every contender on every problem, round-robin.
 
     The calls of the different methods alternate (one call each per round), so that
     they share the machine's state: the run time of a large batch depends on how fast
-    the OS hands out fresh pages for its output, which drifts during a run.
+    the OS hands out fresh pages for its output, which drifts during a run. Each
+    method's first result (for ``out=``, already in the reused buffer) is checked,
+    outside the timed calls.
     """
     rng = np.random.default_rng(0)
     rows = []
@@ -108,21 +150,17 @@ def compare_cpu(quick=False, repeats=7, only=None):
             continue
         batch = problem.batch // 10 if quick else problem.batch
         X = problem.points(batch, rng)
-        contenders = {"hand-written Numba": problem.handwritten}
-        contenders.update(batchdiff_methods(problem))
-        for name, make in (("JAX jit(vmap)", jax_method), ("torch.func vmap", torch_method)):
-            fn = make(problem)
-            if fn is not None:
-                contenders[name] = fn
-        expected = problem.handwritten(X)
+        contenders = cpu_methods(problem, X)
+        expected = problem.method(hw.ALLOCATING, X)(X)
         scale = max(float(np.max(np.abs(expected))), 1e-300)
         first, errors, times = {}, {}, {name: [] for name in contenders}
         for name, fn in contenders.items():
             t0 = time.perf_counter()
             result = fn(X)
             first[name] = time.perf_counter() - t0
-            errors[name] = float(np.max(np.abs(np.asarray(result) - expected))) / scale
+            errors[name] = float(np.max(np.abs(dense(result) - expected))) / scale
             del result
+        del expected
         for r in range(repeats):
             for name, fn in contenders.items():
                 if "torch" in name and r >= 3:      # slow, and steady
@@ -134,63 +172,110 @@ def compare_cpu(quick=False, repeats=7, only=None):
         for name in contenders:
             row[name] = (first[name], min(times[name]), errors[name],
                          statistics.median(times[name]))
-            print(f"  {problem.name:24s} {name:22s} first {first[name]:8.3f}s  "
+            print(f"  {problem.name:24s} {name:28s} first {first[name]:8.3f}s  "
                   f"run min {row[name][1] * 1e3:9.2f} ms  median {row[name][3] * 1e3:9.2f} ms"
                   f"  rel.err {errors[name]:.1e}", flush=True)
         rows.append(row)
     return rows
 
 
-def markdown(rows, title, reference="hand-written Numba"):
-    methods = [m for m in rows[0] if m not in ("problem", "transform", "B")]
-    for r in rows[1:]:
-        methods += [m for m in r if m not in methods and m not in ("problem", "transform", "B")]
+KEYS = ("problem", "transform", "B")
+
+
+def methods_of(rows) -> list:
+    """The methods measured in ``rows``, in the order first met."""
+    methods = []
+    for r in rows:
+        methods += [m for m in r if m not in methods and m not in KEYS]
+    return methods
+
+
+def ratio(row, method) -> float:
+    """The method's fastest time over its baseline's fastest."""
+    return row[method][1] / row[baseline(method)][1]
+
+
+def markdown(rows, title):
+    methods = methods_of(rows)
     lines = [f"### {title}", "",
              "Run time per batch in ms: the fastest of several calls after the first, the "
-             f"methods taking turns; in brackets the ratio to {reference}. On a shared VM a "
-             "call's time varies with how fast the OS hands out pages for its output, so the "
-             "medians (second table) are noisier. First calls (trace, AD, compile) last.", "",
+             "methods taking turns; in brackets the ratio to the baseline of the targets: "
+             f"*{hw.REUSED}* for `out=`, the sparse results and *{hw.ALLOCATING}*, and "
+             f"*{hw.ALLOCATING}* for the methods that allocate their output. On a shared "
+             "VM a call's time varies with how fast the OS hands out pages for its output, "
+             "so the medians (second table) are noisier. First calls (trace, AD, compile) "
+             "last.", "",
              "| problem | B | " + " | ".join(methods) + " |",
              "|---|---|" + "---|" * len(methods)]
     for r in rows:
-        ref = r[reference][1]
         cells = []
         for m in methods:
             if m in r:
-                first, t, err, _ = r[m]
+                t, err = r[m][1], r[m][2]
                 flag = "" if err < 1e-6 else f" (err {err:.0e}!)"
-                cells.append(f"{t * 1e3:.2f} ({t / ref:.2f}x){flag}")
+                cells.append(f"{t * 1e3:.2f} ({ratio(r, m):.2f}x){flag}")
             else:
                 cells.append("n/a")
-        lines.append(f"| {r['problem']} {r['transform']} | {r['B']:,} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['problem']} {r['transform']} | {r['B']:,} | "
+                     + " | ".join(cells) + " |")
     lines += ["", "Median ms per batch:", "",
               "| problem | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for r in rows:
         lines.append(f"| {r['problem']} | " + " | ".join(
             f"{r[m][3] * 1e3:.2f}" if m in r else "n/a" for m in methods) + " |")
     lines += ["", "First call in seconds (tracing, AD and, for Numba, compiling or loading "
-              "kernels; the kernel cache as it was):", "",
-              "| problem | " + " | ".join(methods) + " |",
+              "kernels; the kernel cache as it was; for `out=`, the buffer exists already):",
+              "", "| problem | " + " | ".join(methods) + " |",
               "|---|" + "---|" * len(methods)]
     for r in rows:
         lines.append(f"| {r['problem']} | " + " | ".join(
             f"{r[m][0]:.3f}" if m in r else "n/a" for m in methods) + " |")
-    jax_ratios = [r["JAX jit(vmap)"][1] / r["batchdiff auto"][1] for r in rows
-                  if "JAX jit(vmap)" in r and "batchdiff auto" in r]
+    jax_ratios = [r["JAX jit(vmap)"][1] / r[AUTO][1] for r in rows
+                  if "JAX jit(vmap)" in r and AUTO in r]
     if jax_ratios:
         gm = float(np.exp(np.mean(np.log(jax_ratios))))
         lines += ["", f"Geometric mean speed-up of batchdiff (auto) over JAX: {gm:.1f}x"]
     return "\n".join(lines) + "\n"
 
 
+def speed_targets(rows) -> list:
+    """``(target, problem, measured, met)`` of each of ``SPEED_TARGETS`` that was run."""
+    found = []
+    for problem, method, how, bound in SPEED_TARGETS:
+        row = next((r for r in rows if r["problem"] == problem and method in r), None)
+        if row is None:
+            continue
+        x = ratio(row, method)
+        if how == "faster":
+            target = f"{method}: >= {bound:g}x faster than {baseline(method)}"
+            found.append((target, problem, f"{1 / x:.1f}x faster", 1 / x >= bound))
+        else:
+            target = f"{method}: <= {bound:g}x {baseline(method)}"
+            found.append((target, problem, f"{x:.2f}x", x <= bound))
+    return found
+
+
+def targets_markdown(rows, memory_rows, quick) -> str:
+    lines = ["### Targets (output memory)", ""]
+    if quick:
+        lines += ["A quick run (batches / 10, fewer calls): not the sizes the targets are "
+                  "set at.", ""]
+    lines += ["| target | problem | measured | |", "|---|---|---|---|"]
+    for target, problem, measured, met in speed_targets(rows) + memory.targets(memory_rows):
+        lines.append(f"| {target} | {problem} | {measured} | {'met' if met else 'missed'} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows, path, title):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    methods = []
-    for r in rows:
-        methods += [m for m in r if m not in methods and m not in ("problem", "transform", "B")]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    methods = methods_of(rows)
+    fig, ax = plt.subplots(figsize=(13, 5))
     width = 0.8 / len(methods)
     for k, m in enumerate(methods):
         xs = [i + k * width for i, r in enumerate(rows) if m in r]
@@ -202,7 +287,7 @@ def plot(rows, path, title):
     ax.set_yscale("log")
     ax.set_ylabel("ms per batch (log)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -216,6 +301,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="batches / 10, fewer repeats")
     parser.add_argument("--gpu", action="store_true", help="GPU comparison (needs CuPy and a GPU)")
     parser.add_argument("--only", help="run the problems whose name contains this")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory measurements (memory.py)")
     parser.add_argument("--out", default=RESULTS, help="directory for the table and plot")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -223,17 +310,20 @@ def main(argv=None):
         from compare_gpu import main as gpu_main
         return gpu_main(args.out, quick=args.quick)
     rows = compare_cpu(quick=args.quick, repeats=3 if args.quick else 9, only=args.only)
+    memory_rows = [] if args.no_memory else memory.measure_all(args.quick, args.only)
     title = f"CPU, float64 ({machine()})"
-    text = markdown(rows, title)
+    text = markdown(rows, title) + "\n" + targets_markdown(rows, memory_rows, args.quick)
+    if memory_rows:
+        text += "\n### Peak memory\n\n" + memory.markdown(memory_rows)
+    command = "python benchmarks/compare.py" + " --quick" * args.quick
     with open(os.path.join(args.out, "cpu.md"), "w") as f:
-        f.write(f"Measured with `python benchmarks/compare.py{' --quick' if args.quick else ''}`"
-                f" on {time.strftime('%Y-%m-%d')}.\n\n" + text)
+        f.write(f"Measured with `{command}` on {time.strftime('%Y-%m-%d')}.\n\n" + text)
     plot(rows, os.path.join(args.out, "cpu.png"), title)
     print(text)
-    bad = [(r["problem"], m) for r in rows for m in r
-           if m not in ("problem", "transform", "B") and r[m][2] > 1e-6]
+    bad = [(r["problem"], m) for r in rows for m in r if m not in KEYS and r[m][2] > 1e-6]
+    bad += [(r["problem"], r["method"]) for r in memory_rows if "error" in r]
     if bad:
-        print("MISMATCH:", bad)
+        print("MISMATCH or FAILED:", bad)
         return 1
     return 0
 

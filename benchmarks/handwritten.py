@@ -1,10 +1,50 @@
 """Hand-written analytic Numba kernels: the speed-of-light reference for compare.py.
 
 Each kernel computes a derivative from its closed form, one point per iteration,
-parallel over points, writing the full result array, as an expert would by hand.
+parallel over points, writing the full (dense) result array, as an expert would by hand.
+A kernel writes into an array it is given; it runs in two ways, both reported:
+
+- ``REUSED``: into one preallocated array, the same every call, as a careful user's
+  Newton or ODE loop does: the speed of light, with no page faults on a fresh output;
+- ``ALLOCATING``: into ``np.empty`` made for each call, as a function that returns its
+  result must (the first touch of a fresh output's pages costs about as much as
+  filling it: DESIGN.md, "Facts measured").
 """
 import numpy as np
 from numba import njit, prange
+
+REUSED = "hand-written, reused buffer"
+ALLOCATING = "hand-written, allocating"
+
+
+def reused(kernel, out):
+    """``kernel`` as a call ``X -> out`` that writes into ``out`` every time.
+
+    >>> import numpy as np
+    >>> out = np.empty((3, 2, 2))
+    >>> run = reused(arm_jacobian, out)
+    >>> run(np.zeros((3, 2))) is out
+    True
+    """
+    def run(X):
+        kernel(X, out)
+        return out
+    return run
+
+
+def allocating(kernel, out_shape):
+    """``kernel`` as a call ``X -> new array of shape (B, *out_shape)``.
+
+    >>> run = allocating(arm_jacobian, (2, 2))
+    >>> X = np.zeros((3, 2))
+    >>> run(X).shape, run(X) is run(X)
+    ((3, 2, 2), False)
+    """
+    def run(X):
+        out = np.empty((X.shape[0],) + tuple(out_shape), dtype=X.dtype)
+        kernel(X, out)
+        return out
+    return run
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

@@ -1,18 +1,28 @@
 """The benchmark problems: each a per-point function for batchdiff, the same function
 for JAX and PyTorch, and a hand-written analytic Numba kernel of its derivative.
 
-Shared by ``compare.py`` and the asv suite. A problem's ``numpy`` function is written
-once with ``xp`` standing for the array module, so the batchdiff, JAX and PyTorch
-versions are the same code.
+Shared by ``compare.py``, ``memory.py`` and the asv suite. A problem's ``numpy``
+function is written once with ``xp`` standing for the array module, so the batchdiff,
+JAX and PyTorch versions are the same code. ``Problem.method`` makes the calls whose
+outputs the output-memory targets compare (``METHODS``): batchdiff with and without
+``out=``, dense and sparse, and the hand-written kernel into a reused or a new array.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+import batchdiff as bd
 import handwritten as hw
+
+AUTO = "batchdiff auto"
+AUTO_OUT = "batchdiff auto, out="
+SPARSE = "batchdiff sparse"
+SPARSE_OUT = "batchdiff sparse, out="
+METHODS = (hw.REUSED, hw.ALLOCATING, AUTO, AUTO_OUT, SPARSE, SPARSE_OUT)
 
 
 def rosenbrock(x, xp=np):
@@ -55,38 +65,79 @@ def _lj_points(batch, rng):
     return base + 0.05 * rng.standard_normal((batch, 12))
 
 
-@dataclass
+def resident(shape, dtype) -> np.ndarray:
+    """A new array with every page touched: a buffer that is reused call after call."""
+    a = np.empty(shape, dtype=dtype)
+    a.fill(0)
+    return a
+
+
+@dataclass(frozen=True)
 class Problem:
     name: str
     transform: str                 # "hessian" or "jacobian"
     fn: Callable                   # fn(x, xp)
     dim: int
     batch: int                     # points at which it is compared
-    handwritten: Callable          # handwritten(X) -> result
+    kernel: Callable               # kernel(X, out): hand-written, into out (B, dim, dim)
     make_points: Callable = None
+
+    @property
+    def out_shape(self) -> tuple:
+        """The per-point shape of the dense result (every problem here is square)."""
+        return (self.dim, self.dim)
 
     def points(self, batch, rng, dtype=np.float64):
         x = (self.make_points(batch, rng) if self.make_points
              else rng.uniform(-1.0, 1.0, size=(batch, self.dim)))
         return np.ascontiguousarray(x, dtype=dtype)
 
+    @functools.lru_cache(maxsize=None)
+    def derivative(self, **options):
+        """``bd.jacobian`` or ``bd.hessian`` of ``fn`` with ``options``, one per process
+        for the same options (so that it traces once for all the calls made of it)."""
+        return getattr(bd, self.transform)(self.fn, **options)
 
-def _into(kernel, shape):
-    def run(X):
-        out = np.empty((X.shape[0],) + shape, dtype=X.dtype)
-        kernel(X, out)
-        return out
-    return run
+    def method(self, name, X):
+        """The call ``X -> result`` that ``name`` (one of ``METHODS``) makes on batches
+        shaped like ``X``. A reused buffer is made here, resident, as in a loop that
+        has run before; each call writes into it and returns it.
+
+        >>> import numpy as np
+        >>> arm = problem("2-link arm")
+        >>> X = arm.points(3, np.random.default_rng(0))
+        >>> call = arm.method(SPARSE_OUT, X)
+        >>> call(X).values.shape, call(X).values is call(X).values
+        ((3, 4), True)
+        """
+        if name == hw.ALLOCATING:
+            return hw.allocating(self.kernel, self.out_shape)
+        dense = (len(X),) + self.out_shape
+        if name == hw.REUSED:
+            return hw.reused(self.kernel, resident(dense, X.dtype))
+        g = self.derivative(sparse=name in (SPARSE, SPARSE_OUT))
+        if name in (AUTO, SPARSE):
+            return g
+        if name == SPARSE_OUT:      # values (B, nnz): a one-point call of its own tells nnz
+            shape = (len(X), self.derivative(sparse=True, backend="numpy")(X[:1]).nnz)
+        else:
+            shape = dense
+        return functools.partial(g, out=resident(shape, X.dtype))
 
 
 PROBLEMS = [
-    Problem("Rosenbrock n=10", "hessian", rosenbrock, 10, 100_000,
-            _into(hw.rosenbrock_hessian, (10, 10))),
-    Problem("Rosenbrock n=100", "hessian", rosenbrock, 100, 10_000,
-            _into(hw.rosenbrock_hessian, (100, 100))),
-    Problem("Lorenz-96 n=40", "jacobian", lorenz96, 40, 100_000,
-            _into(hw.lorenz96_jacobian, (40, 40))),
-    Problem("2-link arm", "jacobian", arm, 2, 100_000, _into(hw.arm_jacobian, (2, 2))),
+    Problem("Rosenbrock n=10", "hessian", rosenbrock, 10, 100_000, hw.rosenbrock_hessian),
+    Problem("Rosenbrock n=100", "hessian", rosenbrock, 100, 10_000, hw.rosenbrock_hessian),
+    Problem("Lorenz-96 n=40", "jacobian", lorenz96, 40, 100_000, hw.lorenz96_jacobian),
+    Problem("2-link arm", "jacobian", arm, 2, 100_000, hw.arm_jacobian),
     Problem("Lennard-Jones 4 atoms", "hessian", lennard_jones, 12, 100_000,
-            _into(hw.lennard_jones_hessian, (12, 12)), _lj_points),
+            hw.lennard_jones_hessian, _lj_points),
 ]
+
+
+def problem(name) -> Problem:
+    """The problem called ``name``."""
+    for p in PROBLEMS:
+        if p.name == name:
+            return p
+    raise KeyError(f"no benchmark problem {name!r}; there are {[p.name for p in PROBLEMS]}")
