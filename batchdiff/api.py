@@ -102,33 +102,34 @@ class Program:
 
 
 def _lay_out(tape, spec):
-    """Replace each index array of ``spec`` by a Leaf; the tape's outputs follow suit.
+    """Replace each index array of ``spec`` by a Leaf; the tape's outputs follow suit."""
+    order = []
+    results = _lay_out_leaf(tape, spec, order)
+    return Tape(tape.instrs, tuple(tape.outputs[k] for k in order), tape.n_inputs), results
+
+
+def _lay_out_leaf(tape, s, order):
+    """The Leaf (or nested tuple of them) for ``s``, appending its outputs to ``order``.
 
     A ``_SparseSpec`` keeps the positions whose output is not a structural zero (a
     constant 0 of the tape, the same at every point), and with ``upper`` only those
     on or above the diagonal of each square block of its matrix view.
     """
-    order = []
-
-    def leaf(s):
-        if isinstance(s, tuple):
-            return tuple(leaf(x) for x in s)
-        start = len(order)
-        if not isinstance(s, _SparseSpec):
-            order.extend(int(k) for k in s.ravel())
-            return Leaf(start, len(order) - start, tuple(s.shape))
-        flat = s.index.ravel()
-        rows, cols = np.divmod(np.arange(flat.size), max(s.matrix[1], 1))
-        keep = np.array([not _is_zero(tape, tape.outputs[k]) for k in flat], dtype=bool)
-        if s.upper:             # square blocks: row r of the matrix is row r % n of its block
-            keep &= cols >= rows % max(s.matrix[1], 1)
-        positions = np.flatnonzero(keep)
-        order.extend(int(k) for k in flat[positions])
-        pattern = Pattern.from_positions(positions, s.matrix, upper=s.upper)
-        return Leaf(start, len(positions), tuple(s.index.shape), pattern)
-
-    results = leaf(spec)
-    return Tape(tape.instrs, tuple(tape.outputs[k] for k in order), tape.n_inputs), results
+    if isinstance(s, tuple):
+        return tuple(_lay_out_leaf(tape, x, order) for x in s)
+    start = len(order)
+    if not isinstance(s, _SparseSpec):
+        order.extend(int(k) for k in s.ravel())
+        return Leaf(start, len(order) - start, tuple(s.shape))
+    flat = s.index.ravel()
+    rows, cols = np.divmod(np.arange(flat.size), max(s.matrix[1], 1))
+    keep = np.array([not _is_zero(tape, tape.outputs[k]) for k in flat], dtype=bool)
+    if s.upper:                 # square blocks: row r of the matrix is row r % n of its block
+        keep &= cols >= rows % max(s.matrix[1], 1)
+    positions = np.flatnonzero(keep)
+    order.extend(int(k) for k in flat[positions])
+    pattern = Pattern.from_positions(positions, s.matrix, upper=s.upper)
+    return Leaf(start, len(positions), tuple(s.index.shape), pattern)
 
 
 def _is_zero(tape, node) -> bool:
