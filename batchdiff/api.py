@@ -340,7 +340,7 @@ class Transformed:
             outputs.check_overlap(arrays, batch.blocks + extra_blocks, batch.xp)
         kernels.execute(prog.executable, batch.blocks + extra_blocks, batch,
                         [outputs.rows(a, leaf.width, batch.xp) for a, leaf in
-                         zip(arrays, prog.leaves)], name, self.method)
+                         zip(arrays, prog.leaves)], name, self.method, fresh=out is None)
         results = {id(leaf): (a, g) for leaf, a, g in zip(prog.leaves, arrays, given)}
         return _unpack(self.kind, prog.results, self.single,
                        lambda leaf: _result(leaf, *results[id(leaf)]))

@@ -68,11 +68,12 @@ def empty(name, xp, width, batch_size, dtype, contiguous=False):
     return xp.empty((batch_size, width), dtype=dtype)
 
 
-def execute(tape, blocks, batch, outs, name, method):
+def execute(tape, blocks, batch, outs, name, method, fresh=True):
     """Run ``tape`` on the batch with back end ``name``, writing into the leaves ``outs``.
 
     ``outs`` are 2-D arrays ``(B, w_j)`` of the batch's array kind; their columns,
-    concatenated, are the tape's outputs in order.
+    concatenated, are the tape's outputs in order. ``fresh``: they were allocated for
+    this call (the caller gave no ``out=``), which matters to timing.
     """
     if name == "numpy":
         evaluate(tape, blocks, batch.size, batch.dtype, outs=outs)
@@ -88,7 +89,7 @@ def execute(tape, blocks, batch, outs, name, method):
                 d.get(out=o)        # both C-contiguous: one copy, no host temporary
     else:
         from . import numba_exec
-        numba_exec.execute(tape, blocks, batch.size, batch.dtype, outs, method)
+        numba_exec.execute(tape, blocks, batch.size, batch.dtype, outs, method, fresh)
 
 
 def source(tape, blocks, batch, backend, widths=None):

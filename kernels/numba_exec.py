@@ -53,41 +53,52 @@ class _Race:
     dependent ops it waits on each op's latency, where replay (one op over a block of
     points at a time) keeps the pipelines full and can be twice as fast. So once both
     are ready, calls alternate until each executor has ``SAMPLES`` timings, and the
-    faster one runs from then on. Each is judged by its fastest call: noise (page faults
-    on a fresh output, a first call loading code) only ever adds time.
+    faster one runs from then on. Each is judged by its fastest call: noise (a first
+    call loading code) only ever adds time.
+
+    Calls that write fresh memory (a result allocated for the call: every store
+    page-faults) and calls that write a reused ``out=`` buffer are timed apart, as
+    classes: an executor timed only on reused buffers would beat one timed only on
+    fresh ones whatever their speed. The first class in which both executors have
+    their samples decides.
     """
     SAMPLES = 3
     MIN_POINTS = 4096        # smaller calls are not timed: overheads would decide
 
     def __init__(self):
-        self.times = {"replay": [], "compiled": []}
+        self.times = {fresh: {"replay": [], "compiled": []} for fresh in (True, False)}
         self.winner = None
 
-    def pick(self) -> str:
+    def pick(self, fresh: bool = True) -> str:
         if self.winner is not None:
             return self.winner
-        return min(self.times, key=lambda m: len(self.times[m]))
+        times = self.times[fresh]
+        return min(times, key=lambda m: len(times[m]))
 
-    def record(self, method, seconds, batch_size):
+    def record(self, method, seconds, batch_size, fresh: bool = True):
         if self.winner is not None or batch_size < self.MIN_POINTS:
             return
-        self.times[method].append(seconds / batch_size)
-        if all(len(t) >= self.SAMPLES for t in self.times.values()):
-            self.winner = min(self.times, key=lambda m: min(self.times[m]))
+        times = self.times[fresh]
+        times[method].append(seconds / batch_size)
+        if all(len(t) >= self.SAMPLES for t in times.values()):
+            self.winner = min(times, key=lambda m: min(times[m]))
 
 
 _races: dict = {}
 
 
-def choose(tape, batch_size, dtype, sources, method="auto", widths=None) -> str:
-    """"compiled", "replay" or "numpy" for this call (``method`` other than "auto" forces one)."""
+def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=True) -> str:
+    """"compiled", "replay" or "numpy" for this call (``method`` other than "auto" forces one).
+
+    ``fresh``: whether the call writes newly allocated outputs (see ``_Race``).
+    """
     if method != "auto":
         return method
     widths = (len(tape.outputs),) if widths is None else tuple(widths)
     key = (tape, str(dtype), sources, widths)
     race = _races.get(key)
     if race is not None:
-        return race.pick()
+        return race.pick(fresh)
     seen = _points_seen.get(key, 0) + batch_size
     _points_seen[key] = seen
     replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
@@ -99,15 +110,15 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None) -> str:
             if not replay_ready:
                 return "compiled"
             race = _races[key] = _Race()
-            return race.pick()
+            return race.pick(fresh)
     return "replay" if replay_ready else "numpy"
 
 
-def execute(tape, blocks, batch_size, dtype, outs, method="auto"):
+def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
     """Run ``tape`` over the batch on CPU cores, writing into ``outs``.
 
     ``outs`` are C-contiguous ``(B, w_j)`` arrays whose columns, concatenated, are the
-    tape's outputs.
+    tape's outputs; ``fresh`` says whether they were allocated for this call.
     """
     dtype = np.dtype(dtype)
     if batch_size == 0:
@@ -116,7 +127,7 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto"):
     sources = tuple(layout.sources_of(blocks, batch_size))
     widths = tuple(o.shape[1] for o in outs)
     parallel = batch_size >= PARALLEL_MIN_POINTS
-    how = choose(tape, batch_size, dtype, sources, method, widths)
+    how = choose(tape, batch_size, dtype, sources, method, widths, fresh)
     if how == "numpy":
         evaluate(tape, blocks, batch_size, dtype, outs=outs)
         return
@@ -130,7 +141,7 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto"):
         elapsed = time.perf_counter() - start
     race = _races.get((tape, str(dtype), sources, widths)) if method == "auto" else None
     if race is not None:
-        race.record(how, elapsed, batch_size)
+        race.record(how, elapsed, batch_size, fresh)
 
 
 def source(tape, dtype, sources, widths=None) -> str:

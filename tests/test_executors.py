@@ -107,4 +107,18 @@ def test_auto_keeps_the_faster_executor():
     assert race.winner == "replay" and race.pick() == "replay"
     small = _Race()
     small.record("replay", 1.0, 10)                             # too small to time
-    assert small.times["replay"] == []
+    assert small.times[True]["replay"] == []
+
+
+def test_auto_times_fresh_and_reused_outputs_apart():
+    """Calls into a reused out= buffer never race against calls that page-fault a new one."""
+    from batchdiff.kernels.numba_exec import _Race
+    race = _Race()
+    for _ in range(3):      # replay only ever timed on reused buffers: fast, but no verdict
+        race.record("replay", 1.0, 10_000, fresh=False)
+        race.record("compiled", 2.0, 10_000, fresh=True)
+    assert race.winner is None
+    assert race.pick(fresh=True) == "replay" and race.pick(fresh=False) == "compiled"
+    for _ in range(3):      # the same executors, now compared like with like
+        race.record("replay", 3.0, 10_000, fresh=True)
+    assert race.winner == "compiled"
