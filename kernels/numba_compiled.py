@@ -13,6 +13,8 @@ batch size, so a new batch size reuses the compiled kernel.
 """
 from __future__ import annotations
 
+import collections
+import gc
 import math
 import threading
 
@@ -111,11 +113,14 @@ def print_kernel(tape, dtype, sources, widths=None, segment=SEGMENT) -> str:
                      if tape.instrs[o].op == "input" for j, c in where]
         lines.append(f"\n@njit(**_opts)\ndef segment{s}(X, S, {leaves}t, b):")
         lines.extend(body or ["    pass"])
-    lines.append(_finish(consts, dups, leaves, dtype))
+    fills = [_fill_value(c, w) for c, w in zip(consts, widths)]
+    lines.append(_prefill(fills, widths, leaves, dtype))
+    lines.append(_finish(consts, dups, fills, leaves, dtype))
 
     def calls(indent):
-        return "\n".join([f"{indent}segment{s}(X, S, {leaves}t, b)" for s in range(len(segments))]
-                         + [f"{indent}finish({leaves}b)"])
+        return "\n".join([f"{indent}prefill({leaves}b)"]
+                          + [f"{indent}segment{s}(X, S, {leaves}t, b)" for s in range(len(segments))]
+                          + [f"{indent}finish({leaves}b)"])
     n_t = max(len(scratch), 1)
     lines.append(f'''
 
@@ -136,8 +141,35 @@ def run_serial(X, S, {leaves}n):
     return "\n".join(lines)
 
 
-def _finish(consts, dups, leaves, dtype) -> str:
-    """``finish``: per leaf, its constant outputs (as runs of equal values) and copies.
+FILL_SHARE = 4      # a leaf whose most common constant is 1/4 of it is prefilled with it
+
+
+def _fill_value(leaf_consts, width):
+    """The constant a leaf's row is prefilled with (its zeros, mostly), or None.
+
+    Filling a whole row is a loop LLVM turns into vector stores; the same constants
+    stored one by one, or as many short runs, cost a scalar store each, which bounds
+    a dense Hessian (Rosenbrock-10: 73 constants in a row of 100).
+    """
+    counts = collections.Counter(repr(float(v)) for _, v in leaf_consts)  # 0.0 is not -0.0
+    if not counts:
+        return None
+    text, count = counts.most_common(1)[0]
+    return float(text) if count * FILL_SHARE >= width else None
+
+
+def _prefill(fills, widths, leaves, dtype) -> str:
+    """``prefill``: each leaf's row set to its fill value, before any other store."""
+    body = []
+    for j, (value, width) in enumerate(zip(fills, widths)):
+        if value is not None:
+            body += [f"    for k in range({width}):",
+                     f"        o{j}[b, k] = {py_literal(value, dtype)}"]
+    return f"\n\n@njit(**_opts)\ndef prefill({leaves}b):\n" + ("\n".join(body) or "    pass")
+
+
+def _finish(consts, dups, fills, leaves, dtype) -> str:
+    """``finish``: per leaf, its other constant outputs (as runs of equal values) and copies.
 
     The tables are unsigned: a signed index from an array gets Numba's negative-index
     check on every store, which keeps LLVM from vectorising the run loops (5x slower
@@ -148,6 +180,8 @@ def _finish(consts, dups, leaves, dtype) -> str:
     for j, (leaf_consts, leaf_dups) in enumerate(zip(consts, dups)):
         runs = []               # (start, stop, value)
         for k, v in leaf_consts:
+            if fills[j] is not None and _same(v, fills[j]):
+                continue
             if runs and runs[-1][1] == k and _same(runs[-1][2], v):
                 runs[-1][1] = k + 1
             else:
@@ -221,6 +255,10 @@ def compile_for(module, dtype):
     leaves = [empty] * module.N_LEAVES
     for fn in (module.run_serial, module.run_parallel):
         fn(empty, np.zeros(0, dtype), *leaves, 0)
+    # Numba's compiler leaves reference cycles (exceptions whose tracebacks hold the
+    # calling frames, and through them the caller's arrays, outputs included): free
+    # them now, not whenever the cyclic GC next runs
+    gc.collect()
 
 
 def run(module, X, S, outs, parallel: bool):

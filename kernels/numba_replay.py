@@ -13,6 +13,7 @@ per op), written to the kernel cache as a real module and compiled once with
 from __future__ import annotations
 
 import functools
+import gc
 
 import numpy as np
 
@@ -131,6 +132,10 @@ def compile_for(module, dtype):
     for fn in (module.run_serial, module.run_parallel):
         fn(np.zeros((0, 5), np.int64), np.zeros(0, dtype), empty, np.zeros(0, dtype),
            no_leaves, no_leaves, no_leaves, 1, BLOCK)
+    # Numba's compiler leaves reference cycles (exceptions whose tracebacks hold the
+    # calling frames, and through them the caller's arrays, outputs included): free
+    # them now, not whenever the cyclic GC next runs
+    gc.collect()
 
 
 @functools.lru_cache(maxsize=256)

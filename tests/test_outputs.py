@@ -119,6 +119,27 @@ def test_results_die_with_their_last_reference(backend, method):
             gc.enable()
 
 
+FIRST_CALL = textwrap.dedent("""
+    import gc, weakref
+    import numpy as np, batchdiff as bd
+    gc.disable()
+    x = np.random.default_rng(0).uniform(size=(50, 3))
+    result = bd.hessian(lambda v: np.sum(np.sin(v) * v[::-1]), method="compiled")(x)
+    alive = weakref.ref(result.base if result.base is not None else result)
+    del result
+    print(alive() is None)
+""")
+
+
+def test_a_call_that_compiles_leaves_nothing_alive(tmp_path):
+    """Numba's compiler leaves cycles that hold its callers' frames; they are freed."""
+    env = dict(os.environ, BATCHDIFF_BACKGROUND_COMPILE="0", BATCHDIFF_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "True"
+
+
 LOOP = textwrap.dedent("""
     import gc, resource, sys
     import numpy as np, batchdiff as bd
