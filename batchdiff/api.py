@@ -322,6 +322,9 @@ class Transformed:
         if any(_has_tracer(a) for a in args):
             self._no_trace_options(out)
             return self._inline(args)
+        if any(batching.is_dask(a) for a in args):
+            from . import dask_arrays
+            return dask_arrays.call(self, args, out)
         prim, extra = self._split(args)
         batch = batching.prepare(prim, self.in_axes)
         prog = self._program(batch.shapes, batch.dtype)

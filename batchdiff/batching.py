@@ -31,6 +31,11 @@ def array_module(x):
     return np
 
 
+def is_dask(x) -> bool:
+    """Whether ``x`` is a Dask array (without importing Dask)."""
+    return type(x).__module__.split(".")[0] == "dask"
+
+
 def from_device(x):
     """A CUDA array of another library (PyTorch, JAX) as a CuPy array on its memory (DLPack)."""
     from .kernels import cupy_exec
