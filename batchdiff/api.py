@@ -32,6 +32,7 @@ True
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from dataclasses import dataclass
@@ -295,6 +296,11 @@ class Transformed:
 
     def _split(self, args):
         n_f = len(args) - self.n_extra
+        if n_f < 1 and not self.n_extra:
+            raise TypeError(f"{self.kind} was called with no arguments: call it on a batch of "
+                            "points, g(X), where f takes one point as its first argument "
+                            "(X of shape (B, ...)); a function of no arguments has nothing "
+                            "to differentiate")
         if n_f < 1:
             what = {"jvp": "tangent", "hvp": "tangent", "vjp": "cotangent"}[self.kind]
             raise TypeError(f"{self.kind} takes the function's arguments followed by "
@@ -318,7 +324,26 @@ class Transformed:
         return prog
 
     # -- calling ------------------------------------------------------------------------
-    def __call__(self, *args, out=None):
+    def __call__(self, *args, out=None, **kwargs):
+        """Evaluate on a batch: f's positional arguments (then tangents or a cotangent).
+
+        Keyword arguments go to f as they are, on every point: constants of the
+        derivative, shared by all points, never batched (per-point data goes in a
+        positional argument). f may use them in Python control flow. The tape is traced
+        for each distinct set of keyword values (arrays compare by content), so a value
+        that changes at every call, passed this way, is traced (and with
+        ``method="compiled"`` compiled) at every call: pass it positionally with
+        ``in_axes=None`` instead. ``out=`` is the call's own keyword (the arrays to
+        write the results into), so a keyword of f named ``out`` cannot be passed here:
+        bind it with ``functools.partial(f, out=...)``.
+
+        >>> import numpy as np, batchdiff as bd
+        >>> g = bd.grad(lambda x, scale=1.0: scale * np.sum(x * x))
+        >>> g(np.array([[1.0, 2.0]]), scale=3.0)
+        array([[ 6., 12.]])
+        """
+        if kwargs:
+            return self._with_keywords(kwargs)(*args, out=out)
         if any(_has_tracer(a) for a in args):
             self._no_trace_options(out)
             return self._inline(args)
@@ -347,6 +372,25 @@ class Transformed:
         results = {id(leaf): (a, g) for leaf, a, g in zip(prog.leaves, arrays, given)}
         return _unpack(self.kind, prog.results, self.single,
                        lambda leaf: _result(leaf, *results[id(leaf)]))
+
+    def _with_keywords(self, kwargs) -> Transformed:
+        """This transform of ``functools.partial(f, **kwargs)``, one per distinct ``kwargs``.
+
+        The last ``KEYWORD_VARIANTS`` are kept; values that cannot be compared (traced
+        values, mutable objects other than arrays) make a fresh one for each call.
+        """
+        key = _keyword_key(dict(sorted(kwargs.items())))
+        variants = self.__dict__.setdefault("_keyword_variants", {})
+        bound = variants.pop(key, None) if key is not None else None
+        if bound is None:
+            bound = copy.copy(self)
+            bound.f = functools.partial(self.f, **kwargs)
+            bound._programs, bound._keyword_variants = {}, {}
+        if key is not None:
+            variants[key] = bound                  # most recent last
+            for stale in list(variants)[:-KEYWORD_VARIANTS]:
+                variants.pop(stale, None)
+        return bound
 
     def _no_trace_options(self, out):
         if out is not None:
@@ -437,6 +481,33 @@ class Transformed:
         prog = self._program(batch.shapes, batch.dtype)
         blocks = batch.blocks + self._extra_blocks(extra, batch, prog)
         return kernels.source(prog.executable, blocks, batch, backend, prog.widths)
+
+
+KEYWORD_VARIANTS = 32     # keyword-argument sets a transformed function keeps traced
+
+
+def _keyword_key(value):
+    """A hashable key, equal for equal keyword values (arrays by content); None if none."""
+    if isinstance(value, dict):
+        parts = tuple((_keyword_key(k), _keyword_key(v)) for k, v in value.items())
+        return None if any(p is None for kv in parts for p in kv) else ("dict", parts)
+    if isinstance(value, (TracedArray, Var)):
+        return None
+    if isinstance(value, np.ndarray):
+        return None if value.dtype.hasobject else (
+            "ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, np.generic):
+        return ("scalar", value.dtype.str, value.tobytes())
+    if isinstance(value, float):                       # NaN equals itself here; -0.0 is not 0.0
+        return ("float", value.hex())
+    if isinstance(value, (list, tuple)):
+        parts = tuple(_keyword_key(v) for v in value)
+        return None if any(p is None for p in parts) else (type(value).__name__, parts)
+    try:
+        hash(value)
+    except TypeError:
+        return None
+    return (type(value), value)
 
 
 def _new_leaf(leaf, name, batch):

@@ -27,7 +27,7 @@ from .graph import active_graphs as _active_graphs
 from .graph import apply as _apply
 from .graph import Var as _Var
 from .tracer import TracedArray as _TracedArray
-from .tracer import _has_tracer, _objects
+from .tracer import _check_live, _has_tracer, _objects
 
 linalg_norm = _np.linalg.norm
 
@@ -35,6 +35,7 @@ linalg_norm = _np.linalg.norm
 def array(obj, dtype=None):
     """``np.array`` that also stacks traced values: ``array([x[0] ** 2, x[1]])``."""
     if _has_tracer(obj):
+        _check_live(obj)
         return _TracedArray(_objects(obj).copy(), dtype or _np.float64)
     return _np.array(obj, dtype=dtype)
 
@@ -42,6 +43,7 @@ def array(obj, dtype=None):
 def asarray(obj, dtype=None):
     """``np.asarray`` that passes traced values through (and stacks lists of them)."""
     if isinstance(obj, _TracedArray):
+        _check_live(obj)
         return obj
     if _has_tracer(obj):
         return array(obj, dtype)
@@ -74,6 +76,7 @@ def stop_gradient(x):
     """
     if not _has_tracer(x):
         return x
+    _check_live(x)
     stop = _np.frompyfunc(lambda v: _apply("stop", (v,)) if isinstance(v, _Var) else v, 1, 1)
     result = stop(_objects(x))
     out = _np.empty(_np.shape(result), dtype=object)

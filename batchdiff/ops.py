@@ -12,7 +12,15 @@ for an entry with anything missing.
 Spellings are format strings over the argument expressions ``{0}``, ``{1}``, ``{2}``:
 ``py`` is Python/Numba source (``np`` is NumPy, ``{T}`` the NumPy scalar type, e.g.
 ``np.float32``), ``c`` is CUDA C where ``{f}`` is the float32 suffix of a math function
-(``sin{f}`` -> ``sinf``) and ``{T}`` the C type. max and min propagate NaN as NumPy does.
+(``sin{f}`` -> ``sinf``) and ``{T}`` the C type. Every spelling gives the value rule's
+result bit for bit where the math library allows: max, min and clip are written out as
+comparisons: Numba's scalar ``np.maximum`` returns the other zero at a ``-0.0``/``0.0``
+tie, C's ``fmax`` may return either, and ``fmax`` drops NaN, where NumPy propagates it.
+
+At a kink an op's partials are a deliberate choice (README, "Conventions at kinks"):
+the minimum-norm subgradient of abs, max, min and hypot (abs'(0) = 0, a max/min tie
+splits 1/2 and 1/2, hypot'(0, 0) = (0, 0)), and x itself on clip's closed interval
+(the value there is x, so the derivative is 1).
 
 Derived operations (``square``, ``reciprocal``, ``log10`` ...) are written in terms of
 these primitives in ``tracer.py`` and add no rules.
@@ -101,21 +109,57 @@ _op("atan2", 2, np.arctan2,
 _op("sinh", 1, np.sinh, lambda a, y: (_call("cosh", a),), "np.sinh({0})", "sinh{f}({0})")
 _op("cosh", 1, np.cosh, lambda a, y: (_call("sinh", a),), "np.cosh({0})", "cosh{f}({0})")
 _op("tanh", 1, np.tanh, lambda a, y: (1.0 - y * y,), "np.tanh({0})", "tanh{f}({0})")
-_op("hypot", 2, np.hypot, lambda a, b, y: (a / y, b / y),
+# at (0, 0) the partials a/y, b/y are 0/0: dividing by inf there instead gives (0, 0),
+# and their own derivatives stay 0 (finite), as abs'(0) = 0 and abs''(0) = 0
+_op("hypot", 2, np.hypot,
+    lambda a, b, y: (a / _select(y == 0.0, np.inf, y), b / _select(y == 0.0, np.inf, y)),
     "np.hypot({0}, {1})", "hypot{f}({0}, {1})", True)
 
 # --- piecewise ----------------------------------------------------------------------
-# At a tie, max/min pass the whole derivative to the first argument (a subgradient).
+# abs'(0) = sign(0) = 0. A max/min tie splits the derivative evenly, so the argument order
+# does not matter and max(a, b) = (a + b + |a - b|) / 2 holds for derivatives too.
+# clip keeps x on the closed interval [lo, hi] (np.clip with scalar bounds: NumPy's
+# array-bound loop returns the bound at a signed-zero tie instead), so d clip/dx = 1 there.
+def _tie_split(wins, tie):
+    """Partials of max or min: 1 to the argument that ``wins``, 1/2 to each at a ``tie``."""
+    first = _select(tie, 0.5, wins)          # a comparison is 1.0 or 0.0
+    return first, 1.0 - first
+
+
+def _clip(x, lo, hi):
+    """``np.clip(x, lo, hi)`` as NumPy computes it for scalar bounds, for any operands.
+
+    x itself on the closed interval [lo, hi] and where x is NaN; else the bound it
+    passed (NaN if that bound is NaN; ``hi`` if lo > hi).
+    """
+    nan = x != x
+    return np.where((x >= lo) | nan, np.where((x <= hi) | nan, x, hi),
+                    np.where((lo <= hi) | (lo != lo), lo, hi))
+
+
+def _clip_partials(x, lo, hi):
+    """d clip / d(x, lo, hi): 1 to whichever of them the value is."""
+    below, above, crossed = x < lo, x > hi, lo > hi
+    return (_select(below, 0.0, _select(above, 0.0, 1.0)),
+            _select(below, _select(crossed, 0.0, 1.0), 0.0),
+            _select(below, _select(crossed, 1.0, 0.0), _select(above, 1.0, 0.0)))
+
+
 _op("abs", 1, np.abs, lambda a, y: (_call("sign", a),), "abs({0})", "fabs{f}({0})")
 _op("sign", 1, np.sign, lambda a, y: (None,),
     "({T}(1) if {0} > 0 else ({T}(-1) if {0} < 0 else {0} + {T}(0)))",
     "(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0}) + ({T})0))")
-_op("max", 2, np.maximum,
-    lambda a, b, y: (_select(a >= b, 1.0, 0.0), _select(a >= b, 0.0, 1.0)),
-    "np.maximum({0}, {1})", "(({0}) > ({1}) || ({0}) != ({0}) ? ({0}) : ({1}))")
-_op("min", 2, np.minimum,
-    lambda a, b, y: (_select(a <= b, 1.0, 0.0), _select(a <= b, 0.0, 1.0)),
-    "np.minimum({0}, {1})", "(({0}) < ({1}) || ({0}) != ({0}) ? ({0}) : ({1}))")
+_op("max", 2, np.maximum, lambda a, b, y: _tie_split(a > b, a == b),
+    "({0} if {0} > {1} or {0} != {0} else {1})",
+    "((({0}) > ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))")
+_op("min", 2, np.minimum, lambda a, b, y: _tie_split(a < b, a == b),
+    "({0} if {0} < {1} or {0} != {0} else {1})",
+    "((({0}) < ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))")
+_op("clip", 3, _clip, lambda x, lo, hi, y: _clip_partials(x, lo, hi),
+    "(({0} if {0} <= {2} or {0} != {0} else {2}) if {0} >= {1} or {0} != {0}"
+    " else ({1} if {1} <= {2} or {1} != {1} else {2}))",
+    "((({0}) >= ({1}) || ({0}) != ({0})) ? ((({0}) <= ({2}) || ({0}) != ({0})) ? ({0}) : ({2}))"
+    " : ((({1}) <= ({2}) || ({1}) != ({1})) ? ({1}) : ({2})))")
 _op("where", 3, _where,
     lambda c, a, b, y: (None, _select(c, 1.0, 0.0), _select(c, 0.0, 1.0)),
     "({1} if {0} != 0 else {2})", "(({0}) != 0 ? ({1}) : ({2}))")

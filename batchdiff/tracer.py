@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from .errors import TracerConversionError, UnsupportedOperationError
-from .graph import Graph, Var, apply
+from .errors import LeakedTracerError, TracerConversionError, UnsupportedOperationError
+from .graph import Graph, Var, active_graphs, apply
 from .ops import OPS
 
 
@@ -142,6 +142,53 @@ def _has_tracer(x) -> bool:
     return False
 
 
+LEAKED = ("a traced value was used after the call of f that traced it had returned: it "
+          "escaped that call (kept in a list, a global or a closure, as s.append(v) inside "
+          "f does) and has no values outside it. Return it from f instead (several results: "
+          "np.stack or np.concatenate them; f's value with its derivative: "
+          "bd.value_and_grad or bd.jvp)")
+
+
+def _check_live(x):
+    """Raise LeakedTracerError if ``x`` holds traced values of a trace that has ended.
+
+    A TracedArray outside every trace has escaped one; inside a trace, its first
+    traced element must belong to a running trace (a mix is caught when the values
+    meet, by ``Graph.operand``). Lists and tuples are searched.
+    """
+    if isinstance(x, TracedArray):
+        values = x._v
+        first = values.flat[0] if values.size else None
+    elif isinstance(x, (list, tuple)):
+        for e in x:
+            _check_live(e)
+        return
+    elif isinstance(x, Var):
+        values, first = None, x
+    else:
+        return
+    stack = active_graphs()
+    if not stack:
+        raise LeakedTracerError(LEAKED)
+    if not isinstance(first, Var) and values is not None:    # a constant first: look further
+        first = next((v for v in values.flat if isinstance(v, Var)), None)
+    if first is not None and first.graph not in stack:
+        raise LeakedTracerError(LEAKED)
+
+
+_NO_NUMBER = "it has no number while batchdiff traces your function (f runs once, on "\
+             "placeholders for the values of one point). "
+
+
+def _no_number(what: str, fix: str):
+    """A method of TracedArray that needs a number: it raises, saying ``what`` and ``fix``."""
+    def method(self, *args, **kwargs):
+        _check_live(self)
+        raise TracerConversionError(f"{what} of a traced value: {_NO_NUMBER}{fix}")
+    method.__name__ = what
+    return method
+
+
 class TracedArray:
     """The array-like a batchdiff-transformed function receives for one point.
 
@@ -160,6 +207,8 @@ class TracedArray:
 
     # -- NumPy protocols -------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        for x in inputs:
+            _check_live(x)
         if kwargs.get("out") is not None:
             raise UnsupportedOperationError(
                 f"np.{ufunc.__name__}(..., out=...) writes in place, which traced values do not "
@@ -198,6 +247,8 @@ class TracedArray:
             f"np.{ufunc.__name__}.{method} is not supported on traced values")
 
     def __array_function__(self, func, types, args, kwargs):
+        _check_live(args)
+        _check_live(list(kwargs.values()))
         handler = HANDLED_FUNCTIONS.get(func)
         if handler is None:
             name = getattr(func, "__module__", "numpy").replace("numpy", "np") + "." + func.__name__
@@ -207,6 +258,7 @@ class TracedArray:
         return handler(*args, **kwargs)
 
     def __array__(self, dtype=None, copy=None):
+        _check_live(self)
         raise TracerConversionError(
             "np.array/np.asarray of a traced value: it has no numbers while batchdiff traces "
             "your function. Use np.stack([...]) or bd.numpy.array([...]) to build arrays "
@@ -216,8 +268,8 @@ class TracedArray:
     shape = property(lambda self: self._v.shape)
     ndim = property(lambda self: self._v.ndim)
     size = property(lambda self: self._v.size)
-    T = property(lambda self: TracedArray(self._v.T, self.dtype))
-    mT = property(lambda self: TracedArray(np.swapaxes(self._v, -1, -2), self.dtype))
+    T = property(lambda self: self.transpose())
+    mT = property(lambda self: self._moved(np.swapaxes(self._v, -1, -2)))
 
     def __repr__(self):
         return f"TracedArray(shape={self.shape}, dtype={self.dtype})"
@@ -228,6 +280,7 @@ class TracedArray:
         return self.shape[0]
 
     def __iter__(self):
+        _check_live(self)
         if self.ndim == 0:
             raise TypeError("iteration over a 0-d traced value")
         return (TracedArray(np.asarray(self._v[i], dtype=object), self.dtype)
@@ -235,6 +288,7 @@ class TracedArray:
                 for i in range(self.shape[0]))
 
     def __getitem__(self, key):
+        _check_live(self)
         if _has_tracer(key if isinstance(key, tuple) else (key,)):
             raise TracerConversionError(
                 "indexing with a traced value: indices must be known when tracing "
@@ -242,40 +296,83 @@ class TracedArray:
         return _wrap(self._v[_unwrap(key)], self.dtype)
 
     def __setitem__(self, key, value):
+        _check_live(value)
         if _has_tracer(key if isinstance(key, tuple) else (key,)):
             raise TracerConversionError("assignment at a traced index is not supported: "
                                         "indices must be known when tracing")
         obj = _objects(value)
         self._v[key] = obj[()] if obj.ndim == 0 else obj
 
-    # Python control flow and float() on a traced value: the same errors as for a scalar
-    __bool__ = Var.__bool__
-    __float__ = __int__ = __index__ = __complex__ = Var.__float__
+    # -- what needs a number: Python control flow, conversions, rounding ----------------
+    def __bool__(self):
+        _check_live(self)
+        Var.__bool__(self)
+
+    def __float__(self):
+        _check_live(self)
+        Var.__float__(self)
+
+    __int__ = _no_number(
+        "int()", "A count, size or index must be known when tracing: take it from a shape "
+        "(len(x), x.shape[0]) or pass it in as a Python int (a keyword argument of f is a "
+        "constant of the trace)")
+    __index__ = _no_number(
+        "an index or count (list[v], range(v), a slice bound)", "Indices must be known when "
+        "tracing: use Python ints, and select values with np.where(cond, a, b) instead")
+    __complex__ = _no_number(
+        "complex()", "batchdiff differentiates real functions: keep the real and imaginary "
+        "parts as two real values")
+    item = _no_number(
+        "v.item()", "Use v itself: a traced 0-d value works in arithmetic and NumPy functions "
+        "(v[i] or v.reshape(()) picks one element); for a value the derivative does not flow "
+        "through, as PyTorch's tensor.item() gives, use bd.stop_gradient(v)")
+    tolist = _no_number(
+        "v.tolist()", "Use v itself, or list(v) for a list of its traced elements")
+    __round__ = _no_number(
+        "round()", "Rounding has no derivative and batchdiff has no rounding op: round "
+        "outside f, and pass the rounded numbers in as an argument")
+    __trunc__ = _no_number("math.trunc()", "Truncate outside f and pass the numbers in")
+    __floor__ = _no_number("math.floor()", "Round down outside f and pass the numbers in")
+    __ceil__ = _no_number("math.ceil()", "Round up outside f and pass the numbers in")
+
+    def __format__(self, spec):
+        if not spec:
+            return repr(self)
+        _check_live(self)
+        raise TracerConversionError(
+            f"formatting a traced value with {spec!r}: {_NO_NUMBER}Print numbers outside f, "
+            "from the arrays the transform returns (bd.value_and_grad gives f's values too)")
 
     # -- methods ---------------------------------------------------------------------
+    def _moved(self, values):
+        """A TracedArray of ``values``, moved out of this one (which must be live)."""
+        _check_live(self)
+        return TracedArray(values, self.dtype)
+
     def reshape(self, *shape, order="C"):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return TracedArray(self._v.reshape(shape, order=order), self.dtype)
+        return self._moved(self._v.reshape(shape, order=order))
 
     def transpose(self, *axes):
-        return TracedArray(self._v.transpose(*axes), self.dtype)
+        return self._moved(self._v.transpose(*axes))
 
     def ravel(self):
-        return TracedArray(self._v.ravel(), self.dtype)
+        return self._moved(self._v.ravel())
 
     flatten = ravel
 
     def squeeze(self, axis=None):
-        return TracedArray(self._v.squeeze(axis), self.dtype)
+        return self._moved(self._v.squeeze(axis))
 
     def copy(self):
-        return TracedArray(self._v.copy(), self.dtype)
+        return self._moved(self._v.copy())
 
     def astype(self, dtype, copy=True):
         if np.dtype(dtype).kind != "f":
             raise TracerConversionError(f"astype({dtype}) of a traced value: only float "
                                         "dtypes are supported while tracing")
+        _check_live(self)
         return TracedArray(self._v.copy(), dtype)
 
     def sum(self, axis=None, keepdims=False):
@@ -368,21 +465,31 @@ def _full_like(a, fill_value, dtype=None, shape=None, **kwargs):
 
 
 def _clip(a, a_min=None, a_max=None, **kwargs):
+    """np.clip as one ``clip`` op per element (a missing bound is an infinite one)."""
     a_min = kwargs.pop("min", a_min)
     a_max = kwargs.pop("max", a_max)
-    if a_min is not None:
-        a = np.maximum(a, a_min)
-    if a_max is not None:
-        a = np.minimum(a, a_max)
-    return a
+    if kwargs.get("out") is not None:
+        raise UnsupportedOperationError(
+            "np.clip(..., out=...) writes in place, which traced values do not support: "
+            "use the returned value instead")
+    if a_min is None and a_max is None:
+        return a
+    args = (a, -math.inf if a_min is None else a_min, math.inf if a_max is None else a_max)
+    return _wrap(np.frompyfunc(_elementwise("clip"), 3, 1)(*(_objects(x) for x in args)),
+                 _dtype_of(args))
 
 
 def _norm(x, ord=None, axis=None, keepdims=False):
-    if ord not in (None, 2, "fro"):
+    matrix = (np.ndim(x) if axis is None else np.size(axis)) == 2
+    if ord not in (None, 2, "fro") or (ord == 2 and matrix):
         raise UnsupportedOperationError(
             f"np.linalg.norm(ord={ord!r}) is not supported on traced values: "
-            "only the 2-norm / Frobenius norm")
-    return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
+            "only the 2-norm of vectors and the Frobenius norm (ord=None or 'fro')")
+    squares = np.sum(x * x, axis=axis, keepdims=keepdims)
+    # sqrt'(0) = inf times d(x*x) = 0 would make the derivative NaN at x = 0; it is 0
+    # there, as for hypot(0, 0) (the double where keeps NaN out of reverse mode too)
+    zero = squares == 0.0
+    return np.where(zero, 0.0, np.sqrt(np.where(zero, 1.0, squares)))
 
 
 def _shape(a):
@@ -457,7 +564,9 @@ def trace(fn, shapes, dtype=np.float64):
       out[0] = %3
     """
     g = Graph()
-    with g:
+    # NumPy checks the floating-point flags after each object loop, so a flag left by
+    # earlier arithmetic (a kernel's inf * 0) would come out of the trace as a warning
+    with g, np.errstate(all="ignore"):
         args = [traced_inputs(g, s, dtype) for s in shapes]
         out = fn(*args)
         nodes, out_shape = output_nodes(g, out)

@@ -45,8 +45,8 @@ def c_literal(value: float, dtype) -> str:
 
 def power(base: str, exponent, target: str):
     """A cheaper spelling of ``base ** exponent`` for a constant exponent, or None."""
-    if exponent is None:
-        return None
+    if exponent is None or not math.isfinite(exponent):
+        return None                   # x ** inf, x ** nan: pow gives NumPy's answer
     n = int(exponent)
     if n == exponent and 2 <= abs(n) <= MAX_PRODUCT_POWER:
         product = "(" + " * ".join([base] * abs(n)) + ")"

@@ -8,6 +8,7 @@ mode, shared vs per-point tangents, float32 vs float64).
 """
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -678,6 +679,17 @@ def test_unsupported_ufunc_method():
         bd.grad(lambda x: np.sum(np.subtract.accumulate(x)))(X3)
 
 
+def test_spectral_norm_is_refused_not_taken_for_frobenius():
+    """np.linalg.norm(M, 2) of a matrix is its largest singular value in NumPy."""
+    with pytest.raises(bd.UnsupportedOperationError, match="Frobenius"):
+        bd.grad(lambda m: np.linalg.norm(m, 2), backend="numpy")(np.ones((2, 3, 3)))
+    M = np.array([[[3.0, 4.0], [0.0, 12.0]]])
+    np.testing.assert_allclose(bd.grad(lambda m: np.linalg.norm(m, "fro"), backend="numpy")(M),
+                               M / 13.0, rtol=1e-15)
+    np.testing.assert_allclose(bd.grad(lambda v: np.linalg.norm(v, 2), backend="numpy")(M[0]),
+                               [[0.6, 0.8], [0.0, 1.0]], rtol=1e-15)
+
+
 def test_one_argument_where():
     with pytest.raises(bd.UnsupportedOperationError, match="np.where"):
         bd.grad(lambda x: np.sum(np.where(x > 0)[0]))(X3)
@@ -744,6 +756,150 @@ def test_leaked_tracer_passed_to_a_transform():
     bd.grad(lambda x: leaked.append(x) or np.sum(x))(X3)
     with pytest.raises(bd.LeakedTracerError):
         bd.grad(f_vec)(leaked[0])
+
+
+def test_leaked_tracer_raises_at_first_use_outside_any_trace():
+    """A value kept from a finished trace raises LeakedTracerError at its first use, not
+    a TracedArray that looks like a result."""
+    leaked = []
+
+    def f(x):
+        leaked.append(x[0] * 2)
+        leaked.append(x)
+        return x[0] * x[1]
+
+    bd.grad(f, backend="numpy")(X3)
+    scalar, vector = leaked
+    uses = [lambda: scalar * 2, lambda: 2 - scalar, lambda: np.sin(scalar), lambda: -scalar,
+            lambda: vector[0], lambda: np.sum(vector), lambda: vector.reshape(3, 1),
+            lambda: vector.T, lambda: list(vector), lambda: np.stack([vector, vector]),
+            lambda: float(scalar), lambda: bool(scalar), lambda: scalar.item(),
+            lambda: bd.numpy.array([scalar]), lambda: bd.stop_gradient(scalar),
+            lambda: np.clip(vector, 0, 1), lambda: vector @ vector]
+    for k, use in enumerate(uses):
+        with pytest.raises(bd.LeakedTracerError) as info:
+            use()
+        assert "s.append(v)" in str(info.value) and "Return it" in str(info.value), k
+    assert "TracedArray" in repr(scalar)        # printing it is harmless
+
+
+def test_leaked_tracer_inside_a_later_trace_raises_at_first_use():
+    leaked = []
+    bd.grad(lambda x: leaked.append(x) or np.sum(x), backend="numpy")(X3)
+    with pytest.raises(bd.LeakedTracerError, match="escaped"):
+        bd.grad(lambda x: np.sum(x) + np.sum(leaked[0] * 0.0), backend="numpy")(X3)
+    with pytest.raises(bd.LeakedTracerError, match="escaped"):
+        bd.grad(lambda x: x[0] + leaked[0][1], backend="numpy")(X3)
+
+
+@pytest.mark.parametrize("use, what, fix", [
+    (lambda v: v.item(), r"v\.item\(\)", "stop_gradient"),
+    (lambda v: round(v), r"round\(\)", "outside f"),
+    (lambda v: round(v, 2), r"round\(\)", "outside f"),
+    (lambda v: int(v), r"int\(\)", "shape"),
+    (lambda v: complex(v), r"complex\(\)", "real"),
+    (lambda v: math.floor(v), r"math\.floor\(\)", "outside f"),
+    (lambda v: math.trunc(v), r"math\.trunc\(\)", "outside f"),
+    (lambda v: v.tolist(), r"v\.tolist\(\)", r"list\(v\)"),
+    (lambda v: [1.0, 2.0][v], "index", r"np\.where"),
+    (lambda v: range(v), "index or count", "Python ints"),
+    (lambda v: f"{v:.3f}", "formatting", "value_and_grad"),
+])
+def test_conversions_of_a_traced_value_say_why_and_what_to_do(use, what, fix):
+    with pytest.raises(bd.TracerConversionError) as info:
+        bd.grad(lambda x: use(x[0]) * x[1], backend="numpy")(X3)
+    message = str(info.value)
+    assert re.search(what, message) and re.search(fix, message), message
+    assert "no number while batchdiff traces" in message
+    assert isinstance(info.value, TypeError)
+
+
+def test_traced_value_prints():
+    shown = []
+    bd.grad(lambda x: shown.append(f"{x[0]}") or x[0], backend="numpy")(X3)
+    assert shown == ["TracedArray(shape=(), dtype=float64)"]
+
+
+@pytest.mark.parametrize("kind", ["grad", "value_and_grad", "jacobian", "hessian"])
+def test_no_arguments_says_to_pass_a_batch(kind):
+    with pytest.raises(TypeError) as info:
+        getattr(bd, kind)(lambda: 1.0, backend="numpy")()
+    assert "no arguments" in str(info.value) and "g(X)" in str(info.value)
+
+
+def test_jvp_without_a_tangent_says_so():
+    with pytest.raises(TypeError, match="tangent"):
+        bd.jvp(lambda x: x, backend="numpy")(X3)
+
+
+# -- keyword arguments of f: constants of the derivative, shared by all points ----------------
+
+def scaled(x, scale=1.0, power=2):
+    return scale * np.sum(x ** power)
+
+
+@pytest.mark.parametrize("options", [dict(backend="numpy"),
+                                     dict(backend="numba", method="replay")],
+                         ids=["numpy", "replay"])
+def test_keyword_arguments_pass_through_as_constants(options, rng):
+    X = rng.uniform(0.5, 1.5, (B, 3))
+    g = bd.grad(scaled, **options)
+    np.testing.assert_allclose(g(X, scale=3.0), 6.0 * X, rtol=1e-14)
+    np.testing.assert_allclose(g(X), 2.0 * X, rtol=1e-14)
+    np.testing.assert_allclose(g(X, scale=-0.5, power=3), -1.5 * X ** 2, rtol=1e-14)
+    np.testing.assert_allclose(g(X, scale=3.0), 6.0 * X, rtol=1e-14)  # traced once, reused
+    np.testing.assert_allclose(g(X, power=3, scale=-0.5), -1.5 * X ** 2, rtol=1e-14)
+    value, grad = bd.value_and_grad(scaled, **options)(X, power=1, scale=2.0)
+    np.testing.assert_allclose(value, 2.0 * X.sum(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(grad, np.full_like(X, 2.0))
+    h = bd.hessian(scaled, **options)(X, power=3)
+    np.testing.assert_allclose(h, np.stack([np.diag(6.0 * x) for x in X]), rtol=1e-14)
+
+
+def test_keyword_values_key_the_traced_program():
+    """A new keyword value traces again; arrays compare by content, not identity."""
+    calls = []
+
+    def f(x, w=None, flag=False):
+        calls.append(1)
+        return np.sum(x * w) if flag else np.sum(x * x * w)
+
+    g = bd.grad(f, backend="numpy")
+    X = np.ones((2, 2))
+    w = np.array([1.0, 2.0])
+    np.testing.assert_array_equal(g(X, w=w), [[2.0, 4.0]] * 2)
+    np.testing.assert_array_equal(g(X, w=w.copy()), [[2.0, 4.0]] * 2)
+    assert len(calls) == 1
+    w[1] = 5.0                                   # changed in place: traced again
+    np.testing.assert_array_equal(g(X, w=w), [[2.0, 10.0]] * 2)
+    np.testing.assert_array_equal(g(X, w=w, flag=True), [[1.0, 5.0]] * 2)  # Python `if`
+    assert len(calls) == 3
+    for k in range(40):                          # old values are dropped, not kept forever
+        g(X, w=np.array([1.0, float(k)]))
+    assert len(g._keyword_variants) <= 32
+
+
+def test_keyword_that_is_a_traced_value_inside_another_transform():
+    """d/dy of grad_x(s * x·x) at x = y, s = y[0]: d/dy (2 y0 y) by hand."""
+    inner = bd.grad(lambda x, s=1.0: s * np.sum(x * x), backend="numpy")
+    J = bd.jacobian(lambda y: inner(y, s=y[0]), backend="numpy")(np.array([[1.0, 2.0]]))
+    np.testing.assert_array_equal(J, [[[4.0, 0.0], [4.0, 2.0]]])
+    # on a concrete batch Z, only the keyword traced: d/dy0 sum(2 y0 Z) = 2 sum(Z)
+    Z = np.array([[1.0, 2.0]])
+    g = bd.grad(lambda y: np.sum(inner(Z, s=y[0])), backend="numpy")(np.array([[3.0, 1.0]]))
+    np.testing.assert_array_equal(g, [[6.0, 0.0]])
+
+
+def test_keyword_with_out_buffer():
+    g = bd.grad(scaled, backend="numpy")
+    buf = np.empty((2, 3))
+    assert g(X3, out=buf, scale=2.0) is buf
+    np.testing.assert_array_equal(buf, 4.0 * X3)
+
+
+def test_unknown_keyword_is_fs_own_error():
+    with pytest.raises(TypeError, match="scael"):
+        bd.grad(scaled, backend="numpy")(X3, scael=2.0)
 
 
 def test_errors_share_a_base_class():

@@ -10,6 +10,7 @@ makes a new op without a row here fail.
 """
 from __future__ import annotations
 
+import itertools
 import string
 import warnings
 from dataclasses import dataclass
@@ -86,6 +87,9 @@ CASES = [
     Case("sign", lambda a: np.sign(a), sympy.sign, (NONZERO,), kind="zero"),
     Case("max", lambda a, b: np.maximum(a, b), sympy.Max, (WIDE, WIDE), separate=0.05),
     Case("min", lambda a, b: np.minimum(a, b), sympy.Min, (WIDE, WIDE), separate=0.05),
+    Case("clip", lambda x, lo, hi: np.clip(x, lo, hi),
+         lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi),
+         (((-2.0, -1.3), (-0.7, 0.7), (1.3, 2.0)), ((-1.2, -0.8),), ((0.8, 1.2),))),
     Case("where", lambda c, a, b: np.where(c > 0, a, b),
          lambda c, a, b: sympy.Piecewise((a, c > 0), (b, True)), (NONZERO, WIDE, WIDE)),
     # comparisons
@@ -198,6 +202,12 @@ def test_op_entry_is_complete(name):
     args = [f"x{k}" for k in range(op.arity)]
     assert op.py.format(*args, T="np.float32")
     assert op.c.format(*args, f="f", T="float")
+    for spelled in (op.py, op.c):       # a C typo shows only where nvcc runs
+        depth = 0
+        for ch in spelled:
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            assert depth >= 0, f"{name}: unbalanced parentheses in {spelled!r}"
+        assert depth == 0, f"{name}: unbalanced parentheses in {spelled!r}"
 
     g = Graph()
     xs = [Var(g, g.input()) for _ in range(op.arity)]
@@ -230,10 +240,11 @@ def test_every_op_reachable_from_numpy():
     for ufunc in UFUNCS:
         tape, _, _ = trace(lambda *a, u=ufunc: u(*a), [()] * ufunc.nin)
         reached |= _ops_of(tape)
-    tape, _, _ = trace(lambda c, a, b: np.where(c, a, b), [(), (), ()])
-    reached |= _ops_of(tape)
+    for fn in (np.where, np.clip):
+        tape, _, _ = trace(fn, [(), (), ()])
+        reached |= _ops_of(tape)
     missing = set(OPS) - {"stop"} - reached
-    assert not missing, f"ops no NumPy ufunc or np.where reaches: {sorted(missing)}"
+    assert not missing, f"ops no NumPy ufunc, np.where or np.clip reaches: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -448,7 +459,7 @@ def test_reciprocal_of_zero_is_inf(dtype):
 
 
 def test_nan_input_propagates_through_every_smooth_op():
-    constant_partials = {"add", "sub", "neg", "max", "min"}   # max/min: NaN picks a branch
+    constant_partials = {"add", "sub", "neg", "max", "min", "clip"}  # NaN picks a branch
     for case in CASES:
         if case.kind != "smooth" or case.op == "where":
             continue
@@ -482,3 +493,123 @@ def test_overflow_gives_inf():
     x = np.array([1000.0])
     value, g = _quiet(lambda: bd.value_and_grad(np.exp, backend=BACKEND)(x))
     assert value[0] == np.inf and g[0] == np.inf
+
+
+# -- special values: every spelling gives the value rule's bits ---------------------------
+# Signed zeros, infinities and NaN, in every combination, for the ops whose result IEEE
+# arithmetic fixes exactly (no math library rounds them): the Python/Numba and C spellings
+# and the Numba executors must give NumPy's bits, the sign of a zero and NaN included.
+
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 2.5, np.inf, -np.inf, np.nan]
+EXACT = ["add", "sub", "mul", "div", "neg", "abs", "sign", "max", "min", "clip", "where",
+         "lt", "le", "gt", "ge", "eq", "ne", "stop"]
+
+
+def special_grid(arity, dtype):
+    """Every combination of ``SPECIAL`` values: one array per argument."""
+    points = np.array(list(itertools.product(SPECIAL, repeat=arity)), dtype=dtype)
+    return [points[:, k].copy() for k in range(arity)]
+
+
+def assert_same_bits(got, want, what):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    same = ((got == want) & (np.signbit(got) == np.signbit(want))) | (np.isnan(got)
+                                                                       & np.isnan(want))
+    bad = np.flatnonzero(~same)
+    assert not bad.size, f"{what}: got {got.ravel()[bad][:6]}, want {want.ravel()[bad][:6]}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("name", EXACT)
+def test_py_spelling_gives_the_value_rules_bits(name, dtype):
+    op = OPS[name]
+    xs = special_grid(op.arity, dtype)
+    names = [f"x{k}" for k in range(op.arity)]
+    code = compile(op.py.format(*names, T=f"np.{np.dtype(dtype).name}"), op.py, "eval")
+    with np.errstate(all="ignore"):
+        want = np.asarray(op.value(*xs), dtype=dtype)
+        got = np.array([eval(code, {"np": np}, dict(zip(names, point)))
+                        for point in zip(*xs)], dtype=dtype)
+    assert_same_bits(got, want, f"{name} py spelling")
+
+
+def test_max_min_clip_value_rules_are_numpys():
+    """max and min are np.maximum and np.minimum; clip is np.clip with scalar bounds
+    (NumPy's loop for array bounds returns the bound, not x, at a signed-zero tie)."""
+    a, b = special_grid(2, np.float64)
+    assert_same_bits(OPS["max"].value(a, b), np.maximum(a, b), "max")
+    assert_same_bits(OPS["min"].value(a, b), np.minimum(a, b), "min")
+    x = np.array(SPECIAL * 3)
+    for lo, hi in itertools.product(SPECIAL, repeat=2):
+        assert_same_bits(OPS["clip"].value(x, lo, hi), np.clip(x, lo, hi), f"clip {lo} {hi}")
+
+
+C_EXACT = """#include <math.h>
+extern "C" void {name}_{T}(const {T}* a, const {T}* b, const {T}* c, {T}* out, long n)
+{{
+    for (long i = 0; i < n; i++) {{
+        const {T} x0 = a[i], x1 = b[i], x2 = c[i];
+        (void)x0; (void)x1; (void)x2;
+        out[i] = {spelled};
+    }}
+}}
+"""
+
+
+def test_c_spelling_gives_the_value_rules_bits(tmp_path):
+    """The CUDA C spellings built as host C++: NumPy's bits at ±0 ties and NaN (C's
+    fmax/fmin would pick either zero and drop NaN)."""
+    import ctypes
+    import shutil
+    import subprocess
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not installed")
+    types = {"double": np.float64, "float": np.float32}
+    source = "".join(C_EXACT.format(name=name, T=T, spelled=OPS[name].c.format(
+        *[f"x{k}" for k in range(OPS[name].arity)], T=T, f="f" if T == "float" else ""))
+        for name in EXACT for T in types)
+    (tmp_path / "exact.cpp").write_text(source)
+    done = subprocess.run([gxx, "-O1", "-shared", "-fPIC", "-ffp-contract=off", "-Werror",
+                           str(tmp_path / "exact.cpp"), "-o", str(tmp_path / "exact.so")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lib = ctypes.CDLL(str(tmp_path / "exact.so"))
+    for name in EXACT:
+        op = OPS[name]
+        for T, dtype in types.items():
+            xs = special_grid(3, dtype)
+            out = np.empty_like(xs[0])
+            getattr(lib, f"{name}_{T}")(*(ctypes.c_void_p(x.ctypes.data) for x in xs + [out]),
+                                        ctypes.c_long(out.size))
+            with np.errstate(all="ignore"):
+                want = np.asarray(op.value(*xs[:op.arity]), dtype=dtype)
+            assert_same_bits(out, want, f"{name} c spelling, {T}")
+
+
+def _special_ops(v):
+    """Ops at special values through NumPy's interface, constant exponents included."""
+    a, b, c = v[0], v[1], v[2]
+    return np.stack([np.maximum(a, b), np.minimum(a, b), np.clip(a, b, c), np.clip(a, -1.0, 1.0),
+                     np.max(v), np.min(v), np.abs(a), np.sign(a), np.where(a > b, a, b),
+                     1.0 / np.minimum(a, -a), 1.0 / np.maximum(a, -a),
+                     a ** np.inf, a ** -np.inf, a ** np.nan])
+
+
+@pytest.mark.parametrize("method", ["replay", "compiled"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_numba_executors_give_the_references_bits(method, dtype):
+    """Values and J·V at every combination of special values: the reference's bits.
+
+    Numba's own scalar np.maximum/np.minimum return the other zero at a ±0 tie (1/min(0,
+    -0) came out +inf), and a constant exponent of ±inf or NaN crashed the compiled printer.
+    """
+    xs = np.stack(special_grid(3, dtype), axis=1)
+    vs = np.ones_like(xs)
+    want = _quiet(lambda: bd.jvp(_special_ops, backend="numpy")(xs, vs))
+    got = bd.jvp(_special_ops, backend="numba", method=method)(xs, vs)
+    for k, part in enumerate(("value", "J·V")):
+        assert_same_bits(got[k], want[k], f"{method} {part}")
+    plus_zero = (xs[:, 0] == 0) & ~np.signbit(xs[:, 0])      # 1 / np.minimum(0.0, -0.0)
+    assert (want[0][plus_zero, 9] == -np.inf).all() and plus_zero.any()
