@@ -8,19 +8,25 @@ differentiates the tape, and runs it over the whole batch.
 >>> bd.grad(f)(np.array([[2.0, 3.0]]))
 array([[36., -6.]])
 """
+import logging
+
 from . import numpy
 from .api import (Transformed, grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp)
-from .errors import (BackendUnavailableError, BatchDiffError, LeakedTracerError, ShapeError,
-                     TracerConversionError, UnsupportedOperationError)
+from .errors import (BackendUnavailableError, BatchDiffError, CacheError, CacheWarning,
+                     LeakedTracerError, ShapeError, TracerConversionError,
+                     UnsupportedOperationError)
 from .graph import Tape
 from .numpy import detach, stop_gradient
 from .sparse import Pattern, SparseResult
 
 __version__ = "0.1.0"
 
+# quiet by default: compiles and Dask workers log to "batchdiff.*" at INFO for those who ask
+logging.getLogger("batchdiff").addHandler(logging.NullHandler())
+
 __all__ = [
     "grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp",
     "stop_gradient", "detach", "numpy", "Tape", "Transformed", "SparseResult", "Pattern",
     "BatchDiffError", "TracerConversionError", "UnsupportedOperationError",
-    "LeakedTracerError", "ShapeError", "BackendUnavailableError",
+    "LeakedTracerError", "ShapeError", "BackendUnavailableError", "CacheError", "CacheWarning",
 ]

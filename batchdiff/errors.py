@@ -23,3 +23,15 @@ class ShapeError(BatchDiffError, ValueError):
 
 class BackendUnavailableError(BatchDiffError, RuntimeError):
     """The requested backend cannot run here (not built, not installed, or no device)."""
+
+
+class CacheError(BatchDiffError, RuntimeError):
+    """The kernel cache directory (``$BATCHDIFF_CACHE_DIR``) cannot be used: a file is in
+    the way, it is read-only, or the disk is full. ``.directory`` is the directory."""
+
+    directory: str = ""
+
+
+class CacheWarning(UserWarning):
+    """``method="auto"`` went on without the kernel cache (see ``CacheError``): with what
+    was already loaded, or the NumPy interpreter."""

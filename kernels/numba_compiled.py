@@ -14,13 +14,11 @@ batch size, so a new batch size reuses the compiled kernel.
 from __future__ import annotations
 
 import collections
-import gc
 import math
-import threading
 
 import numpy as np
 
-from . import cache, warmup
+from . import cache
 from .printing import expression, py_literal
 
 SEGMENT = 250          # statements per segment function
@@ -211,32 +209,24 @@ def _same(a, b) -> bool:
 
 _kernels: dict = {}
 _names: dict = {}
-_verified: set = set()      # modules whose entry points have run in this process
-_kernels_lock = threading.Lock()
 
 
 def is_loaded(key) -> bool:
-    """Whether the kernel for ``(tape, str(dtype), sources, widths)`` is compiled in this process."""
+    """Whether the kernel for ``(tape, str(dtype), sources, widths)`` is loaded in this process."""
     return key in _kernels
 
 
-def kernel_module(tape, dtype, sources, widths):
-    """The compiled module for this tape, dtype, input layout and leaves (memoised, disk-cached)."""
+def kernel_module(tape, dtype, sources, widths, wait: bool = True):
+    """The module for this tape, dtype, input layout and leaves (memoised, disk-cached).
+
+    Its entry points are loaded from the disk cache or compiled (``cache.load``);
+    ``wait=False`` compiles nothing: ``cache.NotReady`` if it is not compiled on disk.
+    """
     key = (tape, str(dtype), tuple(sources), tuple(widths))
     module = _kernels.get(key)
     if module is None:
-        with _kernels_lock:
-            module = _kernels.get(key)
-            if module is None:
-                name = module_name(tape, dtype, sources, widths)
-                text = print_kernel(tape, dtype, sources, widths)
-                if warmup.is_ready(name, dtype):     # on disk: load entry points when called
-                    module = cache.load(text, PREFIX)
-                else:   # compile both entry points now (a broken cache entry is rebuilt)
-                    module = cache.load(text, PREFIX,
-                                        check=lambda m: compile_for(m, np.dtype(dtype)))
-                    warmup.mark_ready(name, dtype)
-                _kernels[key] = module
+        text = print_kernel(tape, dtype, sources, widths)
+        module = _kernels[key] = cache.load(text, PREFIX, dtype, compile_for, wait)
     return module
 
 
@@ -255,27 +245,8 @@ def compile_for(module, dtype):
     leaves = [empty] * module.N_LEAVES
     for fn in (module.run_serial, module.run_parallel):
         fn(empty, np.zeros(0, dtype), *leaves, 0)
-    # Numba's compiler leaves reference cycles (exceptions whose tracebacks hold the
-    # calling frames, and through them the caller's arrays, outputs included): free
-    # them now, not whenever the cyclic GC next runs
-    gc.collect()
 
 
 def run(module, X, S, outs, parallel: bool):
-    """Run a kernel module; a module whose Numba cache cannot be loaded is rebuilt once."""
-    args = (X, S, *outs, X.shape[0])
-    try:
-        (module.run_parallel if parallel else module.run_serial)(*args)
-    except Exception:
-        if module.__name__ in _verified:
-            raise
-        with _kernels_lock:
-            key = next((k for k, m in _kernels.items() if m is module), None)
-            cache.evict(module.__name__)
-            with open(module.__file__) as f:
-                module = cache.load(f.read(), PREFIX,
-                                    check=lambda m: compile_for(m, X.dtype))
-            if key is not None:
-                _kernels[key] = module
-        (module.run_parallel if parallel else module.run_serial)(*args)
-    _verified.add(module.__name__)
+    """Run a kernel module over the points of ``X`` into the leaves ``outs``."""
+    (module.run_parallel if parallel else module.run_serial)(X, S, *outs, X.shape[0])

@@ -15,35 +15,65 @@ when the tape is small enough (``COMPILE_MAX_OPS``) and the work is large: a bat
 then it is compiled in the background while replay serves the calls. The constants
 were chosen from ``benchmarks/compare.py`` and the asv suite (README, "Choosing the
 executor").
+
+"Compiled on disk" is only a marker file's word: auto loads a kernel without letting
+Numba compile (``cache.load(wait=False)``), and a kernel whose machine code turns out
+missing or corrupt drops out (``cache.NotReady``) to be compiled in the background
+while the next executor serves the call. A kernel cache that cannot be used
+(``CacheError``) makes auto warn once (``CacheWarning``) and go on with what is loaded
+in this process, or the NumPy interpreter; "replay" and "compiled" raise it.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
+from batchdiff.errors import CacheError, CacheWarning
 from batchdiff.interpreter import evaluate
 
-from . import layout, numba_compiled, numba_replay, warmup
+from . import cache, layout, numba_compiled, numba_replay, warmup
 
 COMPILE_MAX_OPS = 3000
 COMPILE_MIN_POINTS = 200_000
 PARALLEL_MIN_POINTS = 2048
 
-# Numba's default threading layer aborts on concurrent parallel calls from threads.
+# One kernel call at a time: the fork-safe threading layer (workqueue, chosen in
+# cache._prepare_numba) aborts the process on parallel calls from two threads at once.
 _launch = threading.Lock()
 _points_seen: dict = {}
+_wanted: set = set()     # tapes whose compiled kernel is worth having
+_warned: set = set()     # cache directories whose CacheWarning was given
 
 
-def _ready_or_start(name, dtype) -> bool:
-    """Whether ``name`` can be loaded now; if not, start compiling it in the background."""
-    if warmup.is_ready(name, dtype):
+def _ready_or_start(name, dtype, source) -> bool:
+    """Whether ``name`` can be loaded now; if not, start compiling it in the background.
+
+    ``source()`` gives its source, needed only to start a compile.
+    """
+    if cache.is_ready(name, dtype):
         return True
     if warmup.enabled():
-        warmup.start(name, dtype)
+        warmup.start(name, dtype, source)
         return False
     return True          # no background compiles: compile in this process when needed
+
+
+def _warn_once(error: CacheError):
+    """One ``CacheWarning`` per unusable cache directory: auto goes on without it."""
+    if error.directory in _warned:
+        return
+    _warned.add(error.directory)
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+            "batchdiff"):
+        level, frame = level + 1, frame.f_back     # point at the user's call
+    warnings.warn(f"{error} Until then method='auto' runs what is loaded in this process, "
+                  "or the NumPy interpreter.", CacheWarning, stacklevel=level)
 
 
 class _Race:
@@ -101,16 +131,26 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
         return race.pick(fresh)
     seen = _points_seen.get(key, 0) + batch_size
     _points_seen[key] = seen
-    replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
-        numba_replay.module_name(), dtype)
-    if tape.num_ops <= COMPILE_MAX_OPS and (
-            numba_compiled.is_loaded(key) or seen >= COMPILE_MIN_POINTS
-            or warmup.is_ready(numba_compiled.module_name(tape, dtype, sources, widths), dtype)):
-        if _ready_or_start(numba_compiled.module_name(tape, dtype, sources, widths), dtype):
-            if not replay_ready:
-                return "compiled"
-            race = _races[key] = _Race()
-            return race.pick(fresh)
+    small = tape.num_ops <= COMPILE_MAX_OPS
+    try:
+        replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
+            numba_replay.module_name(), dtype, numba_replay.replay_source)
+        compiled_ready = small and numba_compiled.is_loaded(key)
+        if small and not compiled_ready:
+            name = numba_compiled.module_name(tape, dtype, sources, widths)
+            if seen >= COMPILE_MIN_POINTS or cache.is_ready(name, dtype):
+                _wanted.add(key)     # for good: its marker may yet prove false (NotReady)
+            compiled_ready = key in _wanted and _ready_or_start(
+                name, dtype, lambda: numba_compiled.print_kernel(tape, dtype, sources, widths))
+    except CacheError as e:          # what is loaded runs without the disk
+        _warn_once(e)
+        replay_ready = numba_replay.is_loaded(dtype)
+        compiled_ready = small and numba_compiled.is_loaded(key)
+    if compiled_ready:
+        if not replay_ready:
+            return "compiled"
+        race = _races[key] = _Race()
+        return race.pick(fresh)
     return "replay" if replay_ready else "numpy"
 
 
@@ -124,24 +164,58 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
     if batch_size == 0:
         return
     X, S = layout.pack_inputs(blocks, batch_size, dtype)
+    if not X.flags.writeable:
+        X = X.copy()     # Numba types a read-only array apart: it would compile for it
     sources = tuple(layout.sources_of(blocks, batch_size))
     widths = tuple(o.shape[1] for o in outs)
     parallel = batch_size >= PARALLEL_MIN_POINTS
+    key = (tape, str(dtype), sources, widths)
+    # auto never waits for a compiler unless background compiles are off
+    wait = method != "auto" or not warmup.enabled()
     how = choose(tape, batch_size, dtype, sources, method, widths, fresh)
+    for _ in range(3):
+        if how == "numpy":
+            break
+        try:
+            elapsed = _run(how, tape, dtype, sources, widths, X, S, outs, parallel, wait)
+            break
+        except cache.NotReady:     # not compiled after all: choose() starts its compile
+            _races.pop(key, None)
+            how = choose(tape, batch_size, dtype, sources, method, widths, fresh)
+        except CacheError as e:
+            if method != "auto":
+                raise
+            _warn_once(e)
+            how = "numpy"
+    else:
+        how = "numpy"
     if how == "numpy":
         evaluate(tape, blocks, batch_size, dtype, outs=outs)
         return
+    race = _races.get(key) if method == "auto" else None
+    if race is not None:
+        race.record(how, elapsed, batch_size, fresh)
+
+
+def _run(how, tape, dtype, sources, widths, X, S, outs, parallel, wait) -> float:
+    """Run the "compiled" or "replay" executor; the seconds it took."""
     with _launch:
         start = time.perf_counter()
         if how == "compiled":
-            module = numba_compiled.kernel_module(tape, dtype, sources, widths)
+            module = numba_compiled.kernel_module(tape, dtype, sources, widths, wait)
             numba_compiled.run(module, X, S, outs, parallel)
         else:
-            numba_replay.run(tape, sources, X, S, outs, parallel)
-        elapsed = time.perf_counter() - start
-    race = _races.get((tape, str(dtype), sources, widths)) if method == "auto" else None
-    if race is not None:
-        race.record(how, elapsed, batch_size, fresh)
+            numba_replay.run(tape, sources, X, S, outs, parallel, wait=wait)
+        return time.perf_counter() - start
+
+
+def _after_fork():
+    # a call in another thread at the moment of fork leaves the lock held in the child
+    global _launch
+    _launch = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def source(tape, dtype, sources, widths=None) -> str:

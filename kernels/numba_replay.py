@@ -13,13 +13,12 @@ per op), written to the kernel cache as a real module and compiled once with
 from __future__ import annotations
 
 import functools
-import gc
 
 import numpy as np
 
 from batchdiff.ops import OPS
 
-from . import cache, layout, warmup
+from . import cache, layout
 
 BLOCK = 128
 PREFIX = "bdreplay"
@@ -120,9 +119,14 @@ def module_name() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def interpreter():
-    """The interpreter module (Numba loads its machine code from the disk cache)."""
-    return cache.load(replay_source(), PREFIX)
+def interpreter(dtype, wait: bool = True):
+    """The interpreter module, its entry points loaded from disk or compiled for ``dtype``.
+
+    ``wait=False`` compiles nothing: ``cache.NotReady`` if it is not compiled on disk.
+    """
+    module = cache.load(replay_source(), PREFIX, dtype, compile_for, wait)
+    _loaded.add(np.dtype(dtype).name)
+    return module
 
 
 def compile_for(module, dtype):
@@ -132,10 +136,6 @@ def compile_for(module, dtype):
     for fn in (module.run_serial, module.run_parallel):
         fn(np.zeros((0, 5), np.int64), np.zeros(0, dtype), empty, np.zeros(0, dtype),
            no_leaves, no_leaves, no_leaves, 1, BLOCK)
-    # Numba's compiler leaves reference cycles (exceptions whose tracebacks hold the
-    # calling frames, and through them the caller's arrays, outputs included): free
-    # them now, not whenever the cyclic GC next runs
-    gc.collect()
 
 
 @functools.lru_cache(maxsize=256)
@@ -164,17 +164,18 @@ _loaded: set = set()
 
 
 def is_loaded(dtype) -> bool:
-    """Whether the interpreter has run for ``dtype`` in this process."""
+    """Whether the interpreter is loaded for ``dtype`` in this process."""
     return np.dtype(dtype).name in _loaded
 
 
-def run(tape, sources, X, S, outs, parallel: bool, block: int = BLOCK):
+def run(tape, sources, X, S, outs, parallel: bool, block: int = BLOCK, wait: bool = True):
     """Replay ``tape`` over the points of ``X`` into the leaves ``outs``.
 
     The leaves go to the interpreter as the addresses of their data: one compiled
     signature serves a result of any number of arrays. So each leaf must be a
     C-contiguous ``(B, w)`` array of X's dtype; that is checked here, as nothing
-    could check it in the kernel.
+    could check it in the kernel. ``wait=False``: ``cache.NotReady`` rather than
+    compile the interpreter.
     """
     code, consts, out_slots, n_slots = encode(tape, tuple(sources))
     dtype = X.dtype
@@ -187,21 +188,6 @@ def run(tape, sources, X, S, outs, parallel: bool, block: int = BLOCK):
         raise ValueError("the leaves' widths do not add up to the tape's outputs")
     pointers = np.array([o.ctypes.data for o in outs], dtype=np.int64)
     widths = np.array([o.shape[1] for o in outs], dtype=np.int64)
-    args = (code, consts.astype(dtype), X, S, pointers, widths, out_slots, n_slots, block)
-    module = interpreter()
-    first = dtype.name not in _loaded
-    if first and not warmup.is_ready(module_name(), dtype):
-        compile_for(module, dtype)      # every entry point: the disk cache is complete
-        warmup.mark_ready(module_name(), dtype)
-    try:
-        (module.run_parallel if parallel else module.run_serial)(*args)
-    except Exception:
-        if not first:
-            raise
-        # Numba could not load its cache files (truncated, corrupt): rebuild them once
-        interpreter.cache_clear()
-        cache.evict(module_name())
-        module = interpreter()
-        compile_for(module, dtype)
-        (module.run_parallel if parallel else module.run_serial)(*args)
-    _loaded.add(dtype.name)
+    module = interpreter(dtype, wait)
+    (module.run_parallel if parallel else module.run_serial)(
+        code, consts.astype(dtype), X, S, pointers, widths, out_slots, n_slots, block)
