@@ -1,4 +1,4 @@
-"""Command line: ``python -m batchdiff demo [--points N]``.
+"""Command line: ``python -m batchdiff demo [--points N] [--dask [SCHEDULER]]``.
 
 Without a command (or with an unknown one) it prints the usage.
 """
@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     demo.add_arguments(demo_parser)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo.run(args.points)
+        return demo.run(args.points, args.dask)
     parser.print_usage()
     return 2
 

@@ -289,6 +289,14 @@ class Transformed:
     def __repr__(self):
         return f"<batchdiff.{self.kind} of {getattr(self.f, '__name__', self.f)!r}>"
 
+    def __getstate__(self):
+        # traced programs and keyword variants are this process's caches (a program can
+        # be large): a copy sent to another process traces again there
+        state = dict(self.__dict__)
+        state["_programs"] = {}
+        state.pop("_keyword_variants", None)
+        return state
+
     @property
     def n_extra(self) -> int:
         """How many arguments after f's own: tangents (jvp, hvp) or a cotangent (vjp)."""
@@ -464,7 +472,7 @@ class Transformed:
         >>> t.num_ops          # 9 * x0**2 and -2 * x1
         3
         """
-        prim, _ = self._split(args)
+        prim, _ = self._split(_shapes_of(args))
         batch = batching.prepare(prim, self.in_axes)
         return self._program(batch.shapes, batch.dtype).executable
 
@@ -476,11 +484,19 @@ class Transformed:
         >>> "def run_parallel" in src
         True
         """
-        prim, extra = self._split(args)
+        prim, extra = self._split(_shapes_of(args))
         batch = batching.prepare(prim, self.in_axes)
         prog = self._program(batch.shapes, batch.dtype)
         blocks = batch.blocks + self._extra_blocks(extra, batch, prog)
         return kernels.source(prog.executable, blocks, batch, backend, prog.widths)
+
+
+def _shapes_of(args):
+    """Dask arrays as stand-ins of their shape and dtype (nothing is computed)."""
+    if not any(batching.is_dask(a) for a in args):
+        return args
+    from .dask_arrays import stand_in
+    return tuple(stand_in(a) for a in args)
 
 
 KEYWORD_VARIANTS = 32     # keyword-argument sets a transformed function keeps traced

@@ -14,6 +14,8 @@ True
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
@@ -215,13 +217,21 @@ def check(got, want, rtol: float = RTOL, chunk: int = 4096) -> Check:
     return Check(max_abs, max_rel, finite and max_rel <= rtol)
 
 
-def run_problem(problem: Problem, points: int, seed: int = 0) -> Report:
-    """Build the transform's tape, run it twice on ``points`` points, check the result."""
-    X = problem.sample(np.random.default_rng(seed), points)
+def run_problem(problem: Problem, points: int, seed: int = 0, scheduler=None) -> Report:
+    """Build the transform's tape, run it twice on ``points`` points, check the result.
+
+    With a Dask ``scheduler`` (``"threads"`` or a ``distributed.Client``) the batch is a
+    Dask array of ``DASK_BLOCKS`` blocks, each drawn, differentiated and checked where
+    it is computed; the timed run is a second computation, reduced to a sum per block.
+    """
+    X = problem.sample(np.random.default_rng(seed), points if scheduler is None else 1)
     g = problem.transform(problem.f)
     t0 = time.perf_counter()
     tape = g.tape(X)                       # what a first call does before it runs
     build_s = time.perf_counter() - t0
+    if scheduler is not None:
+        return _run_on_dask(problem, g, X.shape[1], points, seed, scheduler, tape.num_ops,
+                            build_s)
     got = g(X)
     shape, result = got.shape, check(got, problem.oracle(X))
     del got                                # free it: outputs can be large (Lorenz-96)
@@ -229,6 +239,66 @@ def run_problem(problem: Problem, points: int, seed: int = 0) -> Report:
     g(X)
     run_s = time.perf_counter() - t0
     return Report(problem, shape, result, tape.num_ops, build_s, run_s)
+
+
+# -- the same problems through Dask -------------------------------------------------------
+
+DASK_BLOCKS = 4
+
+
+def _run_on_dask(problem, g, dim, points, seed, scheduler, num_ops, build_s) -> Report:
+    import dask
+    import dask.array as da
+    sizes = [len(k) for k in np.array_split(np.arange(points), DASK_BLOCKS)]
+    X = da.concatenate([da.from_delayed(dask.delayed(_sample_block)(problem.sample, seed, k, n),
+                                        (n, dim), np.float64) for k, n in enumerate(sizes)])
+    got = g(X)
+    errors = da.blockwise(_block_errors, "b", got, "b" + "ijk"[:got.ndim - 1], X, "bx",
+                          oracle=problem.oracle, dtype=float, adjust_chunks={"b": 3},
+                          concatenate=True)
+    (errors,) = dask.compute(errors.reshape(-1, 3), scheduler=scheduler)
+    worst = errors.max(axis=0, initial=0.0)
+    result = Check(float(worst[0]), float(worst[1]), not worst[2])
+    t0 = time.perf_counter()
+    dask.compute(g(X).sum(axis=0), scheduler=scheduler)
+    run_s = time.perf_counter() - t0
+    return Report(problem, got.shape, result, num_ops, build_s, run_s)
+
+
+def _sample_block(sample, seed, k, n):
+    return sample(np.random.default_rng([seed, k]), n)
+
+
+def _block_errors(got, X, oracle):
+    """``check`` of one block, run where the block is: (max abs, max rel, 1 if it failed)."""
+    c = check(got, oracle(X))
+    return np.array([c.max_abs, c.max_rel, float(not c.ok)])
+
+
+def dask_scheduler(spec: str):
+    """A context giving the Dask scheduler the demo runs on, from ``--dask SPEC``.
+
+    ``"cluster"``: a ``LocalCluster`` of one single-threaded worker process per core
+    (the recommended layout); ``"threads"``: Dask's local threaded scheduler; anything
+    else is the address of a running ``dask.distributed`` scheduler.
+    """
+    if spec == "threads":
+        return contextlib.nullcontext("threads")
+    from dask.distributed import Client, LocalCluster
+    if spec == "cluster":
+        cluster = LocalCluster(n_workers=os.cpu_count(), threads_per_worker=1, processes=True)
+        return _closing_client(Client(cluster), cluster)
+    return _closing_client(Client(spec))
+
+
+@contextlib.contextmanager
+def _closing_client(client, cluster=None):
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 HEADER = (f"{'problem':<22} {'transform':<9} {'output shape':<17} {'max abs err':>11} "
@@ -253,6 +323,9 @@ def add_arguments(parser: argparse.ArgumentParser):
     """The demo's command-line options (shared with ``python -m batchdiff demo``)."""
     parser.add_argument("--points", type=_positive_int, default=100_000, metavar="N",
                         help="points per batch (default 100,000)")
+    parser.add_argument("--dask", nargs="?", const="cluster", metavar="SCHEDULER",
+                        help="run through Dask: 'cluster' (default: a LocalCluster of one "
+                             "worker process per core), 'threads', or a scheduler address")
 
 
 def main(argv=None) -> int:
@@ -260,22 +333,33 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batchdiff demo",
                                      description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv).points)
+    args = parser.parse_args(argv)
+    return run(args.points, args.dask)
 
 
-def run(points: int) -> int:
-    """The demo on ``points`` points per problem; the exit status."""
+def run(points: int, dask: str | None = None) -> int:
+    """The demo on ``points`` points per problem (through Dask if ``dask``); the exit status."""
+    if dask is not None:
+        with dask_scheduler(dask) as scheduler:
+            return _run_all(points, scheduler, f", through Dask ({dask}, {DASK_BLOCKS} blocks)")
+    return _run_all(points, None, "")
+
+
+def _run_all(points, scheduler, where) -> int:
     print(f"batchdiff {bd.__version__} demo: {points:,} points per problem, float64, "
-          f"backend {kernels.resolve(None, np)!r}; errors against hand-written derivatives")
+          f"backend {kernels.resolve(None, np)!r}{where}; errors against hand-written "
+          "derivatives")
     print(HEADER)
     todo, failed = problems(), 0
     for problem in todo:
-        report = run_problem(problem, points)
+        report = run_problem(problem, points, scheduler=scheduler)
         failed += not report.check.ok
         print(format_report(report), flush=True)
     verdict = f"{len(todo) - failed} of {len(todo)} checks OK" + (
         f", {failed} FAILED" if failed else "")
-    print(verdict + "  (trace+AD: building the tape, g.tape(X); run: a second call g(X))")
+    run_is = ("a second computation, summed per block" if scheduler is not None
+              else "a second call g(X)")
+    print(verdict + f"  (trace+AD: building the tape, g.tape(X); run: {run_is})")
     return 1 if failed else 0
 
 
