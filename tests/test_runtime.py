@@ -149,12 +149,15 @@ def _start_together(script, count, env):
         assert p.returncode == 0, err
 
 
-def test_processes_on_an_empty_cache_compile_each_kernel_once(tmp_path):
+@pytest.mark.parametrize("method,prefix", [
+    ("compiled", numba_compiled.PREFIX),
+    pytest.param("replay", numba_replay.PREFIX, marks=pytest.mark.slow)])   # ~8 s compile
+def test_processes_on_an_empty_cache_compile_each_kernel_once(tmp_path, method, prefix):
     log = tmp_path / "compiles.log"
     env = {"BATCHDIFF_CACHE_DIR": str(tmp_path / "cache"), "BATCHDIFF_COMPILE_LOG": str(log)}
-    _start_together(COMPILE_ONE.format(method="compiled"), 3, env)
+    _start_together(COMPILE_ONE.format(method=method), 3, env)
     compilers = _compile_log(log)
-    assert [m for m in compilers if m.startswith(numba_compiled.PREFIX)], compilers
+    assert [m for m in compilers if m.startswith(prefix)], compilers
     assert all(len(pids) == 1 for pids in compilers.values()), compilers
 
 
@@ -175,16 +178,6 @@ def test_background_compiles_of_several_processes_are_one(cache_with_replay, tmp
     kernels = [m for m in compilers if m.startswith(numba_compiled.PREFIX)]
     assert len(kernels) == 1 and len(compilers[kernels[0]]) == 1, compilers
     assert not [m for m in compilers if m.startswith(numba_replay.PREFIX)], compilers
-
-
-@pytest.mark.slow
-def test_processes_on_an_empty_cache_compile_the_interpreter_once(tmp_path):
-    log = tmp_path / "compiles.log"
-    env = {"BATCHDIFF_CACHE_DIR": str(tmp_path / "cache"), "BATCHDIFF_COMPILE_LOG": str(log)}
-    _start_together(COMPILE_ONE.format(method="replay"), 3, env)
-    compilers = _compile_log(log)
-    assert [m for m in compilers if m.startswith(numba_replay.PREFIX)], compilers
-    assert all(len(pids) == 1 for pids in compilers.values()), compilers
 
 
 def test_a_killed_compiler_does_not_hold_others(tmp_path, monkeypatch):
