@@ -15,6 +15,7 @@ from .api import (Transformed, grad, hessian, hvp, jacobian, jvp, value_and_grad
 from .errors import (BackendUnavailableError, BatchDiffError, CacheError, CacheWarning,
                      LeakedTracerError, ShapeError, TracerConversionError,
                      UnsupportedOperationError)
+from .gradcheck import GradcheckError, check_grads
 from .graph import Tape
 from .numpy import detach, stop_gradient
 from .sparse import Pattern, SparseResult
@@ -27,6 +28,7 @@ logging.getLogger("batchdiff").addHandler(logging.NullHandler())
 __all__ = [
     "grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp",
     "stop_gradient", "detach", "numpy", "Tape", "Transformed", "SparseResult", "Pattern",
+    "check_grads", "GradcheckError",
     "BatchDiffError", "TracerConversionError", "UnsupportedOperationError",
     "LeakedTracerError", "ShapeError", "BackendUnavailableError", "CacheError", "CacheWarning",
 ]
