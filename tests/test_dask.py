@@ -37,20 +37,22 @@ def _cluster(**options):
     return cluster, distributed.Client(cluster, set_as_default=False)
 
 
-@pytest.fixture(scope="module")
-def processes():
-    cluster, client = _cluster(n_workers=2, threads_per_worker=1, processes=True)
+def _serve(**options):
+    """A client of a new LocalCluster, closed with it when the fixture ends."""
+    cluster, client = _cluster(**options)
     yield client
     client.close()
     cluster.close()
+
+
+@pytest.fixture(scope="module")
+def processes():
+    yield from _serve(n_workers=2, threads_per_worker=1, processes=True)
 
 
 @pytest.fixture(scope="module")
 def threads():
-    cluster, client = _cluster(n_workers=1, threads_per_worker=2, processes=False)
-    yield client
-    client.close()
-    cluster.close()
+    yield from _serve(n_workers=1, threads_per_worker=2, processes=False)
 
 
 @pytest.fixture(params=["processes", "threads"])
