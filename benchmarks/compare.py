@@ -325,7 +325,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     if args.gpu:
         from compare_gpu import main as gpu_main
-        return gpu_main(args.out, quick=args.quick)
+        return gpu_main(args.out, quick=args.quick, only=args.only)
     rows = compare_cpu(quick=args.quick, repeats=3 if args.quick else 9, only=args.only)
     memory_rows = [] if args.no_memory else memory.measure_all(args.quick, args.only)
     title = f"CPU, float64 ({machine()})"

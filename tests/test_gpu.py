@@ -14,7 +14,21 @@ from corpus import CASES, SCALAR, points, tangents
 pytestmark = pytest.mark.skipif(not cupy_exec.available(),
                                 reason="needs CuPy and a CUDA device")
 
-TOLERANCE = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-4, atol=1e-4)}
+# Relative to the largest entry of the result: NVRTC contracts a * b + c into fused
+# multiply-adds (its default, as every CUDA compiler's), so a GPU result differs from the
+# CPU's in the last bits, and an entry where terms cancel differs by a few ulps of the
+# terms, not of itself (float32 Lennard-Jones: 1.5e-4 on an entry of 0.18 among entries
+# of 600).
+TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
+
+
+def close(got, ref, rtol=1e-12):
+    """``got`` (CuPy or NumPy) equals ``ref`` up to ``rtol`` of ref's largest entry."""
+    import cupy
+    got = cupy.asnumpy(got)
+    finite = np.abs(ref[np.isfinite(ref)])
+    scale = float(np.max(finite, initial=0.0))
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +50,7 @@ def _assert_same(got, ref, cp, dtype):
         return
     assert isinstance(got, cp.ndarray), type(got)
     assert got.dtype == ref.dtype == dtype and got.shape == ref.shape
-    np.testing.assert_allclose(cp.asnumpy(got), ref, **TOLERANCE[dtype])
+    close(got, ref, TOLERANCE[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
@@ -61,8 +75,7 @@ def test_grid_stride_loop_covers_a_batch_larger_than_the_grid(cp):
     f = CASES[0][1]
     x = cp.random.default_rng(1).uniform(0, 1, size=(3_000_001, 6))
     got = bd.grad(f, backend="cupy")(x)
-    np.testing.assert_allclose(cp.asnumpy(got), bd.grad(f, backend="numpy")(cp.asnumpy(x)),
-                               rtol=1e-12)
+    close(cp.asnumpy(got), bd.grad(f, backend="numpy")(cp.asnumpy(x)))
 
 
 def test_results_are_batch_fastest_views(cp):
@@ -77,7 +90,7 @@ def test_nan_and_inf_propagate_on_gpu(cp):
     got = bd.value_and_grad(f)(cp.asarray(x))
     ref = bd.value_and_grad(f, backend="numpy")(x)
     for g, r in zip(got, ref):
-        np.testing.assert_allclose(cp.asnumpy(g), r, rtol=1e-12)
+        close(cp.asnumpy(g), r)
 
 
 def test_empty_batch_on_gpu(cp):
@@ -88,8 +101,7 @@ def test_empty_batch_on_gpu(cp):
 def test_numpy_inputs_with_backend_cupy(cp):
     x = np.random.default_rng(3).uniform(size=(100, 6))
     got = bd.hessian(CASES[0][1], backend="cupy")(x)
-    np.testing.assert_allclose(cp.asnumpy(got), bd.hessian(CASES[0][1], backend="numpy")(x),
-                               rtol=1e-12)
+    close(cp.asnumpy(got), bd.hessian(CASES[0][1], backend="numpy")(x))
 
 
 def test_out_buffers_on_gpu_are_written_and_returned(cp):
@@ -103,7 +115,7 @@ def test_out_buffers_on_gpu_are_written_and_returned(cp):
     for buffer in (J, cp.empty((1000, 8, 8))):
         buffer[...] = cp.nan
         assert g(X, out=buffer) is buffer
-        np.testing.assert_allclose(cp.asnumpy(buffer), ref, rtol=1e-12)
+        close(cp.asnumpy(buffer), ref)
 
 
 def test_out_tuple_of_value_and_grad_on_gpu(cp):
@@ -113,7 +125,7 @@ def test_out_tuple_of_value_and_grad_on_gpu(cp):
     got = bd.value_and_grad(f)(cp.asarray(x), out=(value, grad))
     assert got[0] is value and got[1] is grad
     for g, r in zip((value, grad), bd.value_and_grad(f, backend="numpy")(x)):
-        np.testing.assert_allclose(cp.asnumpy(g), r, rtol=1e-12)
+        close(cp.asnumpy(g), r)
 
 
 def test_sparse_hessian_stays_on_the_gpu(cp):
@@ -126,11 +138,10 @@ def test_sparse_hessian_stays_on_the_gpu(cp):
     assert isinstance(h.values, cp.ndarray) and h.values.flags.c_contiguous
     assert h.values.shape == (500, h.nnz) and h.nnz < 36
     dense = h.to_dense()
-    np.testing.assert_allclose(dense.get() if isinstance(dense, cp.ndarray) else dense, ref,
-                               rtol=1e-12)
+    close(dense.get() if isinstance(dense, cp.ndarray) else dense, ref)
     point = h.to_scipy(0)
     assert isinstance(point, cupyx.scipy.sparse.csr_matrix)
-    np.testing.assert_allclose(cp.asnumpy(point.toarray()), ref[0], rtol=1e-12)
+    close(cp.asnumpy(point.toarray()), ref[0])
 
 
 def test_torch_cuda_tensors_come_in_through_dlpack(cp):
@@ -142,7 +153,7 @@ def test_torch_cuda_tensors_come_in_through_dlpack(cp):
     got = bd.hessian(f)(x)
     assert isinstance(got, cp.ndarray) and got.shape == (500, 6, 6)
     ref = bd.hessian(f, backend="numpy")(x.detach().cpu().numpy())
-    np.testing.assert_allclose(cp.asnumpy(got), ref, rtol=1e-12)
+    close(cp.asnumpy(got), ref)
     xf = x.detach().float()
     assert bd.grad(f)(xf).dtype == np.float32
     assert cupy_exec.from_dlpack(xf).data.ptr == xf.data_ptr()      # no copy
