@@ -93,7 +93,8 @@ def prepare(args, in_axes) -> Batch:
                     "for it to share it across points")
             if not -arr.ndim <= axis < arr.ndim:
                 raise ShapeError(f"in_axes={axis} for argument {i}, which has only {arr.ndim} axes")
-            arr = xp.moveaxis(arr, axis, 0)
+            if axis % arr.ndim:             # moveaxis costs microseconds even as a no-op
+                arr = xp.moveaxis(arr, axis, 0)
             sizes.append((i, arr.shape[0]))
         arrays.append(arr)
     if not sizes:

@@ -126,6 +126,8 @@ def rows(a, width: int, xp):
     size = a.shape[0]
     if a.ndim == 2:
         return a
+    if a.flags.c_contiguous:
+        return a.reshape(size, width)
     if a.size == 0:
         return xp.empty((size, width), dtype=a.dtype)     # nothing to write
     axes = [(n, s) for n, s in zip(a.shape[1:], a.strides[1:]) if n != 1]
