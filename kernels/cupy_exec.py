@@ -23,6 +23,12 @@ from . import layout
 from .cuda_printer import print_cuda
 
 BLOCK = 256            # threads per block
+# A leaf at least this wide that is not batch-fastest (the C-contiguous (B, nnz) values of
+# a sparse result, a user's C-contiguous out=) is written batch-fastest into a scratch
+# array and then transposed into place by a tiled kernel: a thread's own stores to a
+# C-contiguous row are a warp's scattered stores (row stride apart), which reach a
+# fraction of the bandwidth; see benchmarks/results/gpu_*.md.
+STAGE_MIN_WIDTH = 8
 BLOCKS_PER_SM = 32     # grid cap: the kernel's loop strides over the rest
 DLPACK_CUDA = (2, 13)  # DLPack device types kDLCUDA and kDLCUDAManaged
 
@@ -95,6 +101,54 @@ def kernel(tape, dtype, sources, widths):
     return function
 
 
+_TRANSPOSE = r"""
+extern "C" __global__ void bd_transpose(const {T}* __restrict__ src, {T}* __restrict__ dst,
+                                        long long width, long long batch,
+                                        long long rs, long long cs) {{
+    // src: C-contiguous (width, batch); dst[b * rs + k * cs] = src[k * batch + b].
+    // A 32 x 32 tile goes through shared memory so that reads and writes both coalesce.
+    __shared__ {T} tile[32][33];
+    const long long b0 = (long long)blockIdx.x * 32, k0 = (long long)blockIdx.y * 32;
+    for (int j = threadIdx.y; j < 32; j += 8) {{
+        const long long k = k0 + j, b = b0 + threadIdx.x;
+        if (k < width && b < batch) tile[j][threadIdx.x] = src[k * batch + b];
+    }}
+    __syncthreads();
+    for (int j = threadIdx.y; j < 32; j += 8) {{
+        const long long b = b0 + j, k = k0 + threadIdx.x;
+        if (k < width && b < batch) dst[b * rs + k * cs] = tile[threadIdx.x][j];
+    }}
+}}
+"""
+
+
+def transpose_source(dtype) -> str:
+    """CUDA C of ``bd_transpose``, which copies a batch-fastest leaf into any other layout."""
+    return _TRANSPOSE.format(T={"f8": "double", "f4": "float"}[np.dtype(dtype).str[1:]])
+
+
+@functools.cache
+def _transpose_kernel(dtype_str: str):
+    return _cupy().RawKernel(transpose_source(dtype_str), "bd_transpose",
+                             options=("-std=c++17",))
+
+
+def _transpose(src_rows, dst):
+    """``dst[...] = src_rows`` for a batch-fastest ``src_rows`` (B, w) and any ``dst``."""
+    batch, width = dst.shape
+    src = src_rows.T                     # C-contiguous (w, B)
+    grid = (-(-batch // 32), -(-width // 32))
+    _transpose_kernel(dst.dtype.str)(grid, (32, 8), (
+        src, dst, np.int64(width), np.int64(batch),
+        np.int64(dst.strides[0] // dst.itemsize), np.int64(dst.strides[1] // dst.itemsize)))
+
+
+def _staged(o) -> bool:
+    """Whether leaf ``o`` is written through a batch-fastest scratch array."""
+    return (STAGE_MIN_WIDTH <= o.shape[1] <= 32 * 65535       # the grid's y limit
+            and o.strides[0] != o.itemsize)
+
+
 @functools.cache
 def _max_blocks(device_id: int) -> int:
     cupy = _cupy()
@@ -134,11 +188,15 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto"):
     X, S = layout.pack_inputs(blocks, batch_size, dtype, xp=cupy)
     widths = tuple(o.shape[1] for o in outs)
     function = kernel(tape, dtype, tuple(layout.sources_of(blocks, batch_size)), widths)
+    written = [empty(o.shape[1], batch_size, dtype) if _staged(o) else o for o in outs]
     args = [X, S]
-    for o in outs:      # RawKernel passes a view's data pointer and ignores its strides
+    for o in written:   # RawKernel passes a view's data pointer and ignores its strides
         args += [o, np.int64(o.strides[0] // o.itemsize), np.int64(o.strides[1] // o.itemsize)]
     grid = min(-(-batch_size // BLOCK), _max_blocks(cupy.cuda.Device().id))
     function((grid,), (BLOCK,), (*args, np.int64(batch_size)))
+    for w, o in zip(written, outs):
+        if w is not o:
+            _transpose(w, o)
 
 
 def _check_outs(outs, batch_size, dtype):

@@ -411,3 +411,16 @@ def test_cupy_executor_plumbing_with_a_host_stand_in(monkeypatch, tmp_path):
                           [np.zeros((BATCH, 2), np.float32), np.zeros((BATCH, 2))])
     with pytest.raises(ValueError, match="replay"):
         cupy_exec.execute(kernel.tape, kernel.blocks, BATCH, np.float64, empty, method="replay")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_nvcc_compiles_the_transpose_kernel(tmp_path, dtype):
+    """The tiled copy that writes staged leaves (``cupy_exec.transpose_source``)."""
+    path = tmp_path / "transpose.cu"
+    path.write_text(cupy_exec.transpose_source(dtype))
+    out = subprocess.run([NVCC, "--ptx", "-arch=sm_90", "-std=c++17", "-o",
+                          str(tmp_path / "transpose.ptx"), str(path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ".entry bd_transpose" in (tmp_path / "transpose.ptx").read_text()
