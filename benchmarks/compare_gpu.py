@@ -210,7 +210,10 @@ def markdown(rows, head) -> str:
                     "Ratios: JAX's and torch.func's time over batchdiff's (above 1: "
                     "batchdiff is faster). *share*: bytes read and written by batchdiff "
                     "`out=` over its time, against a device-to-device copy of the output's "
-                    "size in the same run.", "",
+                    "size in the same run. *failed: OutOfMemoryError*: that library ran out "
+                    "of the device's memory at that size (torch.func's Hessians and Jacobians "
+                    "hold several B x n x n intermediates; it runs before JAX in each row, "
+                    "as JAX keeps the memory it has used in its own pool).", "",
                     "| problem | dtype | B | " + " | ".join(methods)
                     + " | batchdiff out= GB/s | copy GB/s | share |",
                     "|---|---|---|" + "---|" * (len(methods) + 3)]

@@ -27,8 +27,9 @@ BLOCK = 256            # threads per block
 # a sparse result, a user's C-contiguous out=) is written batch-fastest into a scratch
 # array and then transposed into place by a tiled kernel: a thread's own stores to a
 # C-contiguous row are a warp's scattered stores (row stride apart), which reach a
-# fraction of the bandwidth; see benchmarks/results/gpu_*.md.
-STAGE_MIN_WIDTH = 8
+# fraction of the bandwidth. On an H100 at 10^6 points staging is 1.1-1.3x faster at
+# width 16 and 3-6x at 28 to 1600, and slower below 16 (benchmarks/results/gpu_staging.md).
+STAGE_MIN_WIDTH = 16
 BLOCKS_PER_SM = 32     # grid cap: the kernel's loop strides over the rest
 DLPACK_CUDA = (2, 13)  # DLPack device types kDLCUDA and kDLCUDAManaged
 

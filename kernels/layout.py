@@ -22,7 +22,9 @@ def pack_inputs(blocks, batch_size: int, dtype, xp=np):
     shared = [b for b in blocks if _is_shared(b, batch_size)]
     per_point = [b for b in blocks if not _is_shared(b, batch_size)]
     if len(per_point) == 1:
-        X = xp.ascontiguousarray(per_point[0], dtype=dtype)
+        X = per_point[0]
+        if X.dtype != dtype or not X.flags.c_contiguous:
+            X = xp.ascontiguousarray(X, dtype=dtype)
     elif per_point:
         X = xp.ascontiguousarray(xp.concatenate(per_point, axis=1), dtype=dtype)
     else:

@@ -70,6 +70,26 @@ def test_gpu_matches_reference(cp, case, dtype):
         _assert_same(got, _reference(make, f, argnums, in_axes, args + extra, cp), cp, dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_torch_cuda_tensors_match_reference(cp, case, dtype):
+    """The same, with PyTorch CUDA tensors in (DLPack, no copy), tangents included."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch was built without CUDA")
+    rng = np.random.default_rng(12)
+    name, f, shapes, argnums, in_axes = case
+    args = points(case, 300, dtype, rng)
+    kinds = ["jacobian", "hessian", "jvp"] + (["grad", "value_and_grad", "hvp"]
+                                             if name in SCALAR else [])
+    for kind in kinds:
+        extra = tangents(case, args, rng) if kind in ("jvp", "hvp") else []
+        on_gpu = [torch.as_tensor(np.asarray(a), device="cuda") for a in args + extra]
+        make = getattr(bd, kind)
+        got = make(f, argnums, in_axes=in_axes)(*on_gpu)
+        _assert_same(got, _reference(make, f, argnums, in_axes, args + extra, cp), cp, dtype)
+
+
 def test_grid_stride_loop_covers_a_batch_larger_than_the_grid(cp):
     """More points than threads in the capped grid, and a ragged last block."""
     f = CASES[0][1]
