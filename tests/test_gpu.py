@@ -53,21 +53,25 @@ def _assert_same(got, ref, cp, dtype):
     close(got, ref, TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_gpu_matches_reference(cp, case, dtype):
-    """Every transform of every corpus case, CuPy inputs in, CuPy arrays (B, ...) out."""
-    rng = np.random.default_rng(5)
+def _check_corpus_case(cp, case, dtype, batch, to_device, seed):
+    """Every transform of ``case`` on device inputs made by ``to_device`` (NumPy -> GPU)."""
+    rng = np.random.default_rng(seed)
     name, f, shapes, argnums, in_axes = case
-    args = points(case, 1000, dtype, rng)
+    args = points(case, batch, dtype, rng)
     kinds = ["jacobian", "hessian", "jvp"] + (["grad", "value_and_grad", "hvp"]
                                              if name in SCALAR else [])
     for kind in kinds:
         extra = tangents(case, args, rng) if kind in ("jvp", "hvp") else []
-        on_gpu = [cp.asarray(a) for a in args + extra]
         make = getattr(bd, kind)
-        got = make(f, argnums, in_axes=in_axes)(*on_gpu)       # backend chosen: cupy
+        got = make(f, argnums, in_axes=in_axes)(*map(to_device, args + extra))  # on cupy
         _assert_same(got, _reference(make, f, argnums, in_axes, args + extra, cp), cp, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_gpu_matches_reference(cp, case, dtype):
+    """Every transform of every corpus case, CuPy inputs in, CuPy arrays (B, ...) out."""
+    _check_corpus_case(cp, case, dtype, 1000, cp.asarray, seed=5)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
@@ -77,17 +81,8 @@ def test_torch_cuda_tensors_match_reference(cp, case, dtype):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("PyTorch was built without CUDA")
-    rng = np.random.default_rng(12)
-    name, f, shapes, argnums, in_axes = case
-    args = points(case, 300, dtype, rng)
-    kinds = ["jacobian", "hessian", "jvp"] + (["grad", "value_and_grad", "hvp"]
-                                             if name in SCALAR else [])
-    for kind in kinds:
-        extra = tangents(case, args, rng) if kind in ("jvp", "hvp") else []
-        on_gpu = [torch.as_tensor(np.asarray(a), device="cuda") for a in args + extra]
-        make = getattr(bd, kind)
-        got = make(f, argnums, in_axes=in_axes)(*on_gpu)
-        _assert_same(got, _reference(make, f, argnums, in_axes, args + extra, cp), cp, dtype)
+    _check_corpus_case(cp, case, dtype, 300,
+                       lambda a: torch.as_tensor(np.asarray(a), device="cuda"), seed=12)
 
 
 def test_grid_stride_loop_covers_a_batch_larger_than_the_grid(cp):
