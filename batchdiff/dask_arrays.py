@@ -317,6 +317,9 @@ def _kernel_threads(plan, blocks):
         yield
         return
     import numba
+
+    from .kernels import cache
+    cache._prepare_numba()      # Numba's threads start at the first get/set: fork-safe layer
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     try:

@@ -131,6 +131,24 @@ def test_kernels_use_the_workers_threads(processes, threads):
     assert inside_a_task() == numba.get_num_threads()   # the local scheduler: unchanged
 
 
+def test_workers_start_numba_on_the_fork_safe_layer():
+    """A fresh worker process asks Numba for its thread count before loading a kernel,
+    which starts Numba's threads: on the layer batchdiff chooses, not OpenMP's default."""
+    import numba
+    plan = dask_arrays._Plan("grad", 0, (0,), None, "auto", "auto", None, None, None)
+
+    def first_task():
+        with dask_arrays._kernel_threads(plan, (np.ones(1),)):
+            return numba.threading_layer(), numba.config.THREADING_LAYER
+    cluster, client = _cluster(n_workers=1, threads_per_worker=1, processes=True)
+    try:
+        layer, chosen = client.submit(first_task, pure=False).result()
+    finally:
+        client.close()
+        cluster.close()
+    assert chosen == "forksafe" and layer in ("tbb", "workqueue")
+
+
 # -- arguments ---------------------------------------------------------------------------------
 
 def test_shared_arguments_in_axes_and_numpy_mixed_in(processes):
