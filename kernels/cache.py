@@ -168,6 +168,17 @@ def is_built(name: str, dtype) -> bool:
     return module is not None and sys.modules.get(name) is module
 
 
+def unload(name: str):
+    """Forget generated module ``name`` in this process (its files stay on disk): a later
+    ``load`` imports it again. Callers that hold the module object can still run it."""
+    with _lock:
+        for key in [k for k in _built if k[0] == name]:
+            del _built[key]
+        sys.modules.pop(name, None)
+        _generated.discard(name)
+        _compiles.pop(name, None)
+
+
 def compiles(name: str) -> int:
     """How many of module ``name``'s functions Numba compiled in this process."""
     return _compiles.get(name, 0)

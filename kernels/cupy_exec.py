@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from . import layout
+from . import bounded, layout
 from .cuda_printer import print_cuda
 
 BLOCK = 256            # threads per block
@@ -33,7 +33,7 @@ STAGE_MIN_WIDTH = 16
 BLOCKS_PER_SM = 32     # grid cap: the kernel's loop strides over the rest
 DLPACK_CUDA = (2, 13)  # DLPack device types kDLCUDA and kDLCUDAManaged
 
-_modules: dict = {}
+_modules = bounded.LRU(bounded.MAX_KERNELS)
 _modules_lock = threading.Lock()
 
 

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from . import cache
+from . import bounded, cache
 from .printing import expression, py_literal
 
 SEGMENT = 250          # statements per segment function
@@ -207,8 +207,14 @@ def _same(a, b) -> bool:
     return a == b and math.copysign(1.0, a) == math.copysign(1.0, b) or a != a and b != b
 
 
-_kernels: dict = {}
-_names: dict = {}
+def _unload(key, module):
+    """A kernel module dropped from ``_kernels``: unload it unless another key uses it."""
+    if not any(m is module for m in _kernels.values()):
+        cache.unload(module.__name__)
+
+
+_kernels = bounded.LRU(bounded.MAX_KERNELS, on_evict=_unload)
+_names = bounded.LRU(bounded.MAX_TAPES)
 
 
 def is_loaded(key) -> bool:

@@ -36,7 +36,7 @@ import numpy as np
 from batchdiff.errors import CacheError, CacheWarning
 from batchdiff.interpreter import evaluate
 
-from . import cache, layout, numba_compiled, numba_replay, warmup
+from . import bounded, cache, layout, numba_compiled, numba_replay, warmup
 
 COMPILE_MAX_OPS = 3000
 COMPILE_MIN_POINTS = 200_000
@@ -45,8 +45,8 @@ PARALLEL_MIN_POINTS = 2048
 # One kernel call at a time: the fork-safe threading layer (workqueue, chosen in
 # cache._prepare_numba) aborts the process on parallel calls from two threads at once.
 _launch = threading.Lock()
-_points_seen: dict = {}
-_wanted: set = set()     # tapes whose compiled kernel is worth having
+_points_seen = bounded.LRU(bounded.MAX_TAPES)
+_wanted = bounded.LRU(bounded.MAX_TAPES)     # tapes whose compiled kernel is worth having
 _warned: set = set()     # cache directories whose CacheWarning was given
 
 
@@ -114,7 +114,7 @@ class _Race:
             self.winner = min(times, key=lambda m: min(times[m]))
 
 
-_races: dict = {}
+_races = bounded.LRU(bounded.MAX_TAPES)
 
 
 def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=True) -> str:
@@ -139,7 +139,7 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
         if small and not compiled_ready:
             name = numba_compiled.module_name(tape, dtype, sources, widths)
             if seen >= COMPILE_MIN_POINTS or cache.is_ready(name, dtype):
-                _wanted.add(key)     # for good: its marker may yet prove false (NotReady)
+                _wanted[key] = True  # for good: its marker may yet prove false (NotReady)
             compiled_ready = key in _wanted and _ready_or_start(
                 name, dtype, lambda: numba_compiled.print_kernel(tape, dtype, sources, widths))
     except CacheError as e:          # what is loaded runs without the disk

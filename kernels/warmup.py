@@ -22,12 +22,12 @@ import threading
 
 import numpy as np
 
-from . import cache
+from . import bounded, cache
 
 ATTEMPTS = 2             # background compiles of one kernel, before calls stop asking
 
-_processes: dict = {}    # (name, dtype) -> the latest compiler started for it
-_failures: dict = {}     # (name, dtype) -> compilers that exited with an error
+_processes = bounded.LRU(bounded.MAX_TAPES)  # (name, dtype) -> latest compiler started
+_failures = bounded.LRU(bounded.MAX_TAPES)   # (name, dtype) -> compilers that failed
 _lock = threading.Lock()
 
 
