@@ -3,7 +3,25 @@ import numpy as np
 import pytest
 
 import batchdiff as bd
+from batchdiff.kernels import bounded, numba_compiled
 from corpus import CASES, calls
+
+
+@pytest.fixture
+def tiled(monkeypatch):
+    """Compiled kernels printed tiled (SIMD across points) whatever the tape."""
+    monkeypatch.setattr(numba_compiled, "TILED_MIN_OPS_PER_STORE", 0)
+    monkeypatch.setattr(numba_compiled, "_kernels", bounded.LRU(
+        bounded.MAX_KERNELS, on_evict=numba_compiled._unload))
+    monkeypatch.setattr(numba_compiled, "_names", bounded.LRU(bounded.MAX_TAPES))
+
+
+def _method(method, request):
+    """"tiled" is the compiled executor with every kernel tiled."""
+    if method == "tiled":
+        request.getfixturevalue("tiled")
+        return "compiled"
+    return method
 
 def _assert_same(got, ref, rtol, atol):
     if isinstance(ref, tuple):
@@ -15,10 +33,16 @@ def _assert_same(got, ref, rtol, atol):
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("method", ["replay", "compiled"])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+# tiled kernels (not chosen by default) in float64 only: each costs a compile
+EXECUTORS = [(d, m) for d in (np.float64, np.float32) for m in ("replay", "compiled", "tiled")
+             if not (m == "tiled" and d == np.float32)]
+
+
+@pytest.mark.parametrize("dtype,method", EXECUTORS,
+                         ids=[f"{np.dtype(d).name}-{m}" for d, m in EXECUTORS])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_numba_matches_reference(case, dtype, method):
+def test_numba_matches_reference(case, dtype, method, request):
+    method = _method(method, request)
     rng = np.random.default_rng(7)
     name, f, shapes, argnums, in_axes = case
     tol = dict(rtol=1e-11, atol=1e-11) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
@@ -30,13 +54,15 @@ def test_numba_matches_reference(case, dtype, method):
         _assert_same(got, ref, **tol)
 
 
-@pytest.mark.parametrize("method", ["replay", "compiled"])
-def test_parallel_path_and_batch_sizes(method):
-    """Large batches run in parallel blocks; ragged last blocks and B=1 are handled."""
+@pytest.mark.parametrize("method", ["replay", "compiled", "tiled"])
+def test_parallel_path_and_batch_sizes(method, request):
+    """Large batches run in parallel blocks; ragged last blocks (and tiles) and B=1 are
+    handled."""
+    method = _method(method, request)
     rng = np.random.default_rng(3)
     h = bd.hessian(CASES[0][1], backend="numba", method=method)
     ref = bd.hessian(CASES[0][1], backend="numpy")
-    for batch in (1, 5, 4099):
+    for batch in (1, 5, 31, 33, 4099):
         x = rng.uniform(0, 1, size=(batch, 6))
         np.testing.assert_allclose(h(x), ref(x), rtol=1e-12)
 
