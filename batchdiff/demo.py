@@ -1,6 +1,7 @@
 """Built-in problems: batchdiff's derivatives checked against analytic ones, and timed.
 
-Each problem is a per-point function in plain NumPy, a transform of it, and an
+Each problem is a per-point function in plain NumPy (from ``batchdiff.problems``,
+which the benchmarks and the test corpus use too), a transform of it, and an
 *oracle*: the same derivative written out by hand from the math, vectorised over the
 batch, sharing no code with batchdiff. ``python -m batchdiff demo`` runs every problem
 on a batch of points and prints one line each: the error against the oracle, the size
@@ -24,6 +25,7 @@ import numpy as np
 
 import batchdiff as bd
 from batchdiff import kernels
+from batchdiff.problems import ARM_LINKS, arm, lennard_jones, lorenz96, rosenbrock
 
 RTOL = 1e-10                      # float64; errors are normwise per point (see ``check``)
 
@@ -57,10 +59,6 @@ class Report(NamedTuple):
 
 # -- Rosenbrock, n = 10: Hessian -------------------------------------------------------
 
-def rosenbrock(x):
-    """sum_i 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2"""
-    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-
 
 def rosenbrock_hessian(X):
     """Tridiagonal: d2f/dx_i^2 = 1200 x_i^2 - 400 x_{i+1} + 2 (+ 200 from the previous term)."""
@@ -76,10 +74,6 @@ def rosenbrock_hessian(X):
 
 
 # -- Lorenz-96, n = 40: Jacobian of the right-hand side --------------------------------
-
-def lorenz96(x):
-    """dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + 8, indices cyclic."""
-    return (np.roll(x, -1) - np.roll(x, 2)) * np.roll(x, 1) - x + 8.0
 
 
 def lorenz96_jacobian(X):
@@ -97,13 +91,7 @@ def lorenz96_jacobian(X):
 
 # -- planar 2-link robot arm: end-effector Jacobian ------------------------------------
 
-L1, L2 = 1.0, 0.7
-
-
-def arm_end_effector(q):
-    """Position of the tip of a 2-link planar arm with joint angles q."""
-    return np.stack([L1 * np.cos(q[0]) + L2 * np.cos(q[0] + q[1]),
-                     L1 * np.sin(q[0]) + L2 * np.sin(q[0] + q[1])])
+L1, L2 = ARM_LINKS
 
 
 def arm_jacobian(Q):
@@ -121,16 +109,6 @@ def arm_jacobian(Q):
 
 N_ATOMS = 3
 PAIRS = [(i, j) for i in range(N_ATOMS) for j in range(i + 1, N_ATOMS)]
-
-
-def lj_energy(x):
-    """Lennard-Jones energy of the cluster; x holds the atoms' coordinates, (3 * N_ATOMS,)."""
-    r = x.reshape(N_ATOMS, 3)
-    energy = 0.0
-    for i, j in PAIRS:
-        r2 = np.sum((r[i] - r[j]) ** 2)
-        energy = energy + 4.0 * (r2 ** -6 - r2 ** -3)
-    return energy
 
 
 def _lj_pairs(X):
@@ -180,10 +158,10 @@ def problems() -> list[Problem]:
                 lambda rng, B: rng.uniform(-2.0, 2.0, (B, 10))),
         Problem("Lorenz-96 n=40", bd.jacobian, lorenz96, lorenz96_jacobian,
                 lambda rng, B: rng.uniform(-5.0, 10.0, (B, 40))),
-        Problem("2-link arm tip", bd.jacobian, arm_end_effector, arm_jacobian,
+        Problem("2-link arm tip", bd.jacobian, arm, arm_jacobian,
                 lambda rng, B: rng.uniform(-np.pi, np.pi, (B, 2))),
-        Problem("Lennard-Jones 3 atoms", bd.grad, lj_energy, lj_gradient, lj_sample),
-        Problem("Lennard-Jones 3 atoms", bd.hessian, lj_energy, lj_hessian, lj_sample),
+        Problem("Lennard-Jones 3 atoms", bd.grad, lennard_jones, lj_gradient, lj_sample),
+        Problem("Lennard-Jones 3 atoms", bd.hessian, lennard_jones, lj_hessian, lj_sample),
     ]
 
 

@@ -17,37 +17,13 @@ import numpy as np
 
 import batchdiff as bd
 import handwritten as hw
+from batchdiff.problems import arm, lennard_jones, lorenz96, rosenbrock  # noqa: F401
 
 AUTO = "batchdiff auto"
 AUTO_OUT = "batchdiff auto, out="
 SPARSE = "batchdiff sparse"
 SPARSE_OUT = "batchdiff sparse, out="
 METHODS = (hw.REUSED, hw.ALLOCATING, AUTO, AUTO_OUT, SPARSE, SPARSE_OUT)
-
-
-def rosenbrock(x, xp=np):
-    return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-
-
-def lorenz96(x, xp=np):
-    return (xp.roll(x, -1) - xp.roll(x, 2)) * xp.roll(x, 1) - x + 8.0
-
-
-def arm(q, xp=np):
-    """Tip of a 2-link planar arm (links 1.0 and 0.7) at joint angles q."""
-    a = q[0] + q[1]
-    return xp.stack([xp.cos(q[0]) + 0.7 * xp.cos(a), xp.sin(q[0]) + 0.7 * xp.sin(a)])
-
-
-def lennard_jones(r, xp=np):
-    """Energy of a 4-atom Lennard-Jones cluster (epsilon = sigma = 1), r = 12 coordinates."""
-    energy = 0.0
-    for i in range(4):
-        for j in range(i + 1, 4):
-            d = r[3 * i:3 * i + 3] - r[3 * j:3 * j + 3]
-            inv6 = 1.0 / xp.sum(d * d) ** 3
-            energy = energy + 4.0 * (inv6 * inv6 - inv6)
-    return energy
 
 
 def chain(steps, n=8):

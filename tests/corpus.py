@@ -7,19 +7,7 @@ reference interpreter on all of it.
 import numpy as np
 
 import batchdiff as bd
-
-
-def rosenbrock(x):
-    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
-
-
-def lorenz96(x):
-    return (np.roll(x, -1) - np.roll(x, 2)) * np.roll(x, 1) - x + 8.0
-
-
-def arm(q):
-    a = q[0] + q[1]
-    return np.stack([np.cos(q[0]) + 0.7 * np.cos(a), np.sin(q[0]) + 0.7 * np.sin(a)])
+from batchdiff.problems import arm, lennard_jones, lorenz96, rosenbrock
 
 
 def transcendental(v):
@@ -52,17 +40,6 @@ def two_args(x, y):
 
 def scalar_in(t):
     return np.stack([np.sin(t) * t, np.cos(t) ** 2, t / (1.0 + t * t)])
-
-
-def lennard_jones(r):
-    pos = r.reshape(3, 3)
-    energy = 0.0
-    for i in range(3):
-        for j in range(i + 1, 3):
-            d2 = np.sum((pos[i] - pos[j]) ** 2)
-            inv6 = 1.0 / d2 ** 3
-            energy = energy + 4.0 * (inv6 * inv6 - inv6)
-    return energy
 
 
 CASES = [

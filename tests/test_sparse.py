@@ -20,6 +20,7 @@ import sympy
 
 import batchdiff as bd
 from batchdiff.kernels import cupy_exec
+from batchdiff.problems import lorenz96, rosenbrock
 from batchdiff.sparse import Pattern, SparseResult
 
 
@@ -308,14 +309,6 @@ def test_cupy_values_stay_on_the_device(batch):
 
 
 # -- through the transforms --------------------------------------------------------------------
-
-
-def lorenz96(x):
-    return (np.roll(x, -1) - np.roll(x, 2)) * np.roll(x, 1) - x + 8.0
-
-
-def rosenbrock(x):
-    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
 
 def vector_valued(x, xp=np):
