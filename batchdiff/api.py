@@ -36,6 +36,7 @@ import copy
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -45,8 +46,6 @@ from .graph import Tape, Var, active_graphs, replay
 from .simplify import strip_stops
 from .sparse import Pattern, SparseResult
 from .tracer import TracedArray, _has_tracer, _objects, trace
-
-KINDS = ("grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp")
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,67 +158,131 @@ def _check_sparse(kind, sparse, triangle, single):
     return ("upper" if triangle == "upper" else "full") if sparse else None
 
 
+class _Traced:
+    """A traced function and what the transforms' builders need of it: the tape, the
+    inputs differentiated (``wrt``) and the leaves of results shaped like arguments."""
+
+    def __init__(self, tape, out_shape, shapes, argnums, mode, sparse):
+        self.tape, self.out_shape, self.shapes, self.argnums = tape, out_shape, shapes, argnums
+        self.mode, self.sparse = mode, sparse
+        self.sizes = [math.prod(s) for s in shapes]
+        offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        self.wrt = [k for i in argnums for k in range(offsets[i], offsets[i] + self.sizes[i])]
+        self.wrt_off = np.concatenate(
+            [[0], np.cumsum([self.sizes[i] for i in argnums])]).astype(int)
+        self.m = len(tape.outputs)
+
+    def per_arg(self, first):
+        """A leaf per argnum, shaped like it: positions first + wrt offset + element index."""
+        return tuple(first + self.wrt_off[a] + np.arange(self.sizes[i]).reshape(self.shapes[i])
+                     for a, i in enumerate(self.argnums))
+
+    def stored(self, index, rows, columns):
+        """``index`` as a dense leaf, or sparse as a ``rows`` x ``columns`` matrix."""
+        return index if self.sparse is None else _SparseSpec(index, (rows, columns),
+                                                             self.sparse == "upper")
+
+
+# -- the transforms: each builds its derivative tape and the layout of its results ----
+
+def _grad(t, with_value=False):
+    dtape = ad.jacobian_tape(t.tape, t.wrt, "reverse", with_value=with_value)
+    grads = t.per_arg(int(with_value))
+    return dtape, ((np.array(0), grads) if with_value else grads)
+
+
+def _value_and_grad(t):
+    return _grad(t, with_value=True)
+
+
+def _jacobian(t):
+    dtape = ad.jacobian_tape(t.tape, t.wrt, t.mode)
+    n, m = len(t.wrt), t.m
+    return dtape, tuple(
+        t.stored((np.arange(m)[:, None] * n + t.wrt_off[a] + np.arange(t.sizes[i])[None, :])
+                 .reshape(t.out_shape + t.shapes[i]), m, t.sizes[i])
+        for a, i in enumerate(t.argnums))
+
+
+def _hessian(t):
+    dtape, index = ad.hessian_tape(t.tape, t.wrt, t.mode)
+    n, m, off = len(t.wrt), t.m, t.wrt_off
+    full = np.empty((m, n, n), dtype=int)
+    for (j, a, b), pos in index.items():
+        full[j, a, b] = full[j, b, a] = pos
+    return dtape, tuple(
+        tuple(t.stored(full[:, off[a]:off[a + 1], off[c]:off[c + 1]]
+                       .reshape(t.out_shape + t.shapes[i] + t.shapes[k]),
+                       m * t.sizes[i], t.sizes[k])
+              for c, k in enumerate(t.argnums))
+        for a, i in enumerate(t.argnums))
+
+
+def _jvp(t):
+    m = t.m
+    return ad.jvp_tape(t.tape, t.wrt), (np.arange(m).reshape(t.out_shape),
+                                        (m + np.arange(m)).reshape(t.out_shape))
+
+
+def _vjp(t):
+    return ad.vjp_tape(t.tape, t.wrt), (np.arange(t.m).reshape(t.out_shape), t.per_arg(t.m))
+
+
+def _hvp(t):
+    return ad.hvp_tape(t.tape, t.wrt), t.per_arg(0)
+
+
+def _first(res):
+    return res[0]
+
+
+def _value_first(res):
+    return res[0], res[1][0]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """One transform: its builder, what it takes besides f's arguments, its results.
+
+    ``build(traced)`` -> (derivative tape, nested tuples of output positions);
+    ``scalar``: f must return a scalar; ``extra``: "tangent" (one per argnum) or
+    "cotangent" (one) follow f's arguments in a call; ``collapse(results)`` is what a
+    call with an int ``argnums`` returns of the per-argnum tuples.
+    """
+    build: Callable
+    scalar: bool = False
+    extra: str = ""
+    collapse: Callable = _first
+
+
+TRANSFORMS = {
+    "grad": _Kind(_grad, scalar=True),
+    "value_and_grad": _Kind(_value_and_grad, scalar=True, collapse=_value_first),
+    "jacobian": _Kind(_jacobian),
+    "hessian": _Kind(_hessian, collapse=lambda res: res[0][0]),
+    "jvp": _Kind(_jvp, extra="tangent", collapse=lambda res: res),
+    "vjp": _Kind(_vjp, extra="cotangent", collapse=_value_first),
+    "hvp": _Kind(_hvp, scalar=True, extra="tangent"),
+}
+KINDS = tuple(TRANSFORMS)
+
+
 def build_program(kind, f, shapes, argnums, mode, dtype, sparse=None) -> Program:
     """Trace ``f`` at argument ``shapes`` and build the tape of transform ``kind``.
 
     ``sparse`` ("full" or "upper", jacobian and hessian only) stores each result as
     its structural non-zeros (see ``_lay_out``); None stores it dense.
     """
+    transform = TRANSFORMS.get(kind)
+    if transform is None:
+        raise ValueError(f"unknown transform {kind!r}")
     tape, out_shape, captured = trace(f, shapes, dtype)
-    sizes = [math.prod(s) for s in shapes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    wrt = [k for i in argnums for k in range(offsets[i], offsets[i] + sizes[i])]
-    wrt_off = np.concatenate([[0], np.cumsum([sizes[i] for i in argnums])]).astype(int)
-    m = len(tape.outputs)
-
-    def per_arg(first):
-        """A leaf per argnum, shaped like it: positions first + wrt offset + element index."""
-        return tuple(first + wrt_off[a] + np.arange(sizes[i]).reshape(shapes[i])
-                     for a, i in enumerate(argnums))
-
-    def stored(index, rows, columns):
-        """``index`` as a dense leaf, or sparse as a ``rows`` x ``columns`` matrix."""
-        return index if sparse is None else _SparseSpec(index, (rows, columns),
-                                                        sparse == "upper")
-
-    if kind in ("grad", "value_and_grad", "hvp") and out_shape != ():
+    if transform.scalar and out_shape != ():
         raise ShapeError(
             f"{kind} needs a function with a scalar output, but it returned shape {out_shape}: "
             "use vjp with a cotangent, or jacobian" + (
                 " (hvp of a vector function: vjp of a jvp, or hessian)" if kind == "hvp" else ""))
-    if kind in ("grad", "value_and_grad"):
-        with_value = kind == "value_and_grad"
-        dtape = ad.jacobian_tape(tape, wrt, "reverse", with_value=with_value)
-        grads = per_arg(int(with_value))
-        outputs = (np.array(0), grads) if with_value else grads
-    elif kind == "jacobian":
-        dtape = ad.jacobian_tape(tape, wrt, mode)
-        n = len(wrt)
-        outputs = tuple(stored((np.arange(m)[:, None] * n + wrt_off[a]
-                                + np.arange(sizes[i])[None, :]).reshape(out_shape + shapes[i]),
-                               m, sizes[i]) for a, i in enumerate(argnums))
-    elif kind == "hessian":
-        dtape, index = ad.hessian_tape(tape, wrt, mode)
-        n = len(wrt)
-        full = np.empty((m, n, n), dtype=int)
-        for (j, a, b), pos in index.items():
-            full[j, a, b] = full[j, b, a] = pos
-        outputs = tuple(
-            tuple(stored(full[:, wrt_off[a]:wrt_off[a + 1], wrt_off[c]:wrt_off[c + 1]]
-                         .reshape(out_shape + shapes[i] + shapes[k]), m * sizes[i], sizes[k])
-                  for c, k in enumerate(argnums))
-            for a, i in enumerate(argnums))
-    elif kind == "jvp":
-        dtape = ad.jvp_tape(tape, wrt)
-        outputs = (np.arange(m).reshape(out_shape), (m + np.arange(m)).reshape(out_shape))
-    elif kind == "vjp":
-        dtape = ad.vjp_tape(tape, wrt)
-        outputs = (np.arange(m).reshape(out_shape), per_arg(m))
-    elif kind == "hvp":
-        dtape = ad.hvp_tape(tape, wrt)
-        outputs = per_arg(0)
-    else:
-        raise ValueError(f"unknown transform {kind!r}")
+    dtape, outputs = transform.build(_Traced(tape, out_shape, shapes, argnums, mode, sparse))
     dtape, results = _lay_out(dtape, outputs)
     return Program(dtape, results, out_shape, tuple(captured))
 
@@ -239,13 +302,7 @@ def _build(spec, pick):
 def _unpack(kind, spec, single, pick):
     """Results shaped like ``spec``; per-argnum tuples collapse when argnums was an int."""
     res = _build(spec, pick)
-    if not single or kind == "jvp":
-        return res
-    if kind == "hessian":
-        return res[0][0]
-    if kind in ("value_and_grad", "vjp"):
-        return res[0], res[1][0]
-    return res[0]
+    return TRANSFORMS[kind].collapse(res) if single else res
 
 
 def _spliced(graph, tape, inputs) -> np.ndarray:
@@ -300,7 +357,8 @@ class Transformed:
     @property
     def n_extra(self) -> int:
         """How many arguments after f's own: tangents (jvp, hvp) or a cotangent (vjp)."""
-        return {"jvp": len(self.argnums), "hvp": len(self.argnums), "vjp": 1}.get(self.kind, 0)
+        extra = TRANSFORMS[self.kind].extra
+        return len(self.argnums) if extra == "tangent" else 1 if extra == "cotangent" else 0
 
     def _split(self, args):
         n_f = len(args) - self.n_extra
@@ -310,7 +368,7 @@ class Transformed:
                             "(X of shape (B, ...)); a function of no arguments has nothing "
                             "to differentiate")
         if n_f < 1:
-            what = {"jvp": "tangent", "hvp": "tangent", "vjp": "cotangent"}[self.kind]
+            what = TRANSFORMS[self.kind].extra
             raise TypeError(f"{self.kind} takes the function's arguments followed by "
                             f"{self.n_extra} {what} array(s); got {len(args)} argument(s)")
         for a in self.argnums:
@@ -411,7 +469,7 @@ class Transformed:
 
     def _extra_blocks(self, extra, batch, prog):
         """Tangents / cotangent as input blocks, checked against the shapes they must have."""
-        if self.kind == "vjp":
+        if TRANSFORMS[self.kind].extra == "cotangent":
             shapes, what = [prog.out_shape], "cotangent (shaped like the function's output)"
         else:
             shapes = [batch.shapes[i] for i in self._argnums(len(batch.shapes))]
