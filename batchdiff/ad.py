@@ -56,12 +56,12 @@ def forward(g: Graph, tape: Tape, vals, seeds) -> list[list]:
     partials = _Partials(g, tape, vals)
     tan: list = [None] * len(tape.instrs)
     for i, ins in enumerate(tape.instrs):
-        if ins.op == "input":
+        if ins.is_input:
             t = [s.get(ins.value) for s in seeds]
             tan[i] = t if any(x is not None for x in t) else None
             continue
         arg_tans = [tan[a] for a in ins.args]
-        if ins.op == "const" or all(t is None for t in arg_tans):
+        if ins.is_const or all(t is None for t in arg_tans):
             continue
         ps = partials[i]
         out = []
@@ -93,7 +93,7 @@ def reverse(g: Graph, tape: Tape, vals, cotangents) -> list[list]:
         for i in range(len(tape.instrs) - 1, tape.n_inputs - 1, -1):
             a = adj.get(i)
             ins = tape.instrs[i]
-            if a is None or ins.op == "const":
+            if a is None or ins.is_const:
                 continue
             for arg, p in zip(ins.args, partials[i]):
                 if p is not None:

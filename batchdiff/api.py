@@ -133,8 +133,7 @@ def _lay_out_leaf(tape, s, order):
 
 
 def _is_zero(tape, node) -> bool:
-    ins = tape.instrs[node]
-    return ins.op == "const" and ins.value == 0
+    return tape.const_value(node) == 0
 
 
 def _check_mode(mode):

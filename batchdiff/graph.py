@@ -22,10 +22,31 @@ from .errors import LeakedTracerError, TracerConversionError
 from .ops import OPS
 
 
+INPUT, CONST = "input", "const"     # the two ops that compute nothing
+
+
 class Instr(NamedTuple):
-    op: str                       # "input", "const", or a key of ops.OPS
+    """One tape instruction: ``op(args)``, an input (``value``: its index) or a constant.
+
+    >>> Instr(CONST, (), 2.5).is_const, Instr("sin", (0,)).is_op
+    (True, True)
+    """
+    op: str                       # INPUT, CONST, or a key of ops.OPS
     args: tuple                   # positions of earlier instructions
     value: float | int | None = None  # constant value, or input index
+
+    @property
+    def is_input(self) -> bool:
+        return self.op == INPUT
+
+    @property
+    def is_const(self) -> bool:
+        return self.op == CONST
+
+    @property
+    def is_op(self) -> bool:
+        """Whether it computes something (neither an input nor a constant)."""
+        return self.op != INPUT and self.op != CONST
 
 
 @dataclass(frozen=True)
@@ -47,7 +68,23 @@ class Tape:
     @property
     def num_ops(self) -> int:
         """Instructions that compute something (not inputs, not constants)."""
-        return sum(1 for ins in self.instrs if ins.op not in ("input", "const"))
+        return sum(1 for ins in self.instrs if ins.is_op)
+
+    def ops(self) -> list:
+        """Positions of the instructions that compute something, in order."""
+        return [i for i, ins in enumerate(self.instrs) if ins.is_op]
+
+    def is_op(self, i) -> bool:
+        """Whether instruction ``i`` computes something (neither input nor constant)."""
+        return self.instrs[i].is_op
+
+    def is_input(self, i) -> bool:
+        return self.instrs[i].is_input
+
+    def const_value(self, i):
+        """The value of instruction ``i`` if it is a constant, else None."""
+        ins = self.instrs[i]
+        return ins.value if ins.is_const else None
 
     def __len__(self):
         return len(self.instrs)
@@ -66,7 +103,7 @@ class Tape:
     def __str__(self):
         lines = [f"tape: {self.n_inputs} inputs, {self.num_ops} ops, {len(self.outputs)} outputs"]
         for i, ins in enumerate(self.instrs):
-            if ins.op in ("input", "const"):
+            if not ins.is_op:
                 lines.append(f"  %{i} = {ins.op} {ins.value!r}")
             else:
                 lines.append(f"  %{i} = {ins.op}({', '.join(f'%{a}' for a in ins.args)})")
@@ -122,16 +159,16 @@ class Graph:
     def input(self) -> int:
         k = self.n_inputs
         self.n_inputs += 1
-        return self._intern(("input", k), Instr("input", (), k))
+        return self._intern((INPUT, k), Instr(INPUT, (), k))
 
     def const(self, value) -> int:
         v = float(value)
-        return self._intern(("const", struct.pack("<d", v)), Instr("const", (), v))
+        return self._intern((CONST, struct.pack("<d", v)), Instr(CONST, (), v))
 
     def const_value(self, node: int):
         """The value of ``node`` if it is a constant, else None."""
         ins = self.instrs[node]
-        return ins.value if ins.op == "const" else None
+        return ins.value if ins.is_const else None
 
     def add(self, op: str, args: tuple) -> int:
         """Node ``op(*args)`` after folding and identities; existing node if seen before."""
@@ -184,9 +221,9 @@ def compact(instrs, outputs, n_inputs) -> Tape:
         if live[i]:
             for a in instrs[i].args:
                 live[a] = True
-    inputs = sorted((ins.value, i) for i, ins in enumerate(instrs) if ins.op == "input")
+    inputs = sorted((ins.value, i) for i, ins in enumerate(instrs) if ins.is_input)
     order = [i for _, i in inputs] + [
-        i for i, ins in enumerate(instrs) if live[i] and ins.op != "input"]
+        i for i, ins in enumerate(instrs) if live[i] and not ins.is_input]
     new = {old: k for k, old in enumerate(order)}
     out_instrs = tuple(
         Instr(instrs[i].op, tuple(new[a] for a in instrs[i].args), instrs[i].value)
@@ -202,9 +239,9 @@ def replay(graph: Graph, tape: Tape, inputs) -> list[int]:
     """
     vals: list[int] = [0] * len(tape.instrs)
     for i, ins in enumerate(tape.instrs):
-        if ins.op == "input":
+        if ins.is_input:
             vals[i] = inputs[ins.value]
-        elif ins.op == "const":
+        elif ins.is_const:
             vals[i] = graph.const(ins.value)
         else:
             vals[i] = graph.add(ins.op, tuple(vals[a] for a in ins.args))

@@ -71,9 +71,9 @@ def _plan(tape, dtype):
             last_use[last].append(a)
     program = []
     for ins in tape.instrs:
-        if ins.op == "const":
+        if ins.is_const:
             program.append(dtype.type(ins.value))
-        elif ins.op == "input":
+        elif ins.is_input:
             program.append(None)
         else:
             program.append(OPS[ins.op].value)
@@ -83,10 +83,10 @@ def _plan(tape, dtype):
 def _run(tape, program, last_use, cols, columns):
     vals: list = [None] * len(tape.instrs)
     for i, ins in enumerate(tape.instrs):
-        if ins.op == "input":
+        if ins.is_input:
             b, c = columns[ins.value]
             vals[i] = cols[b][c]
-        elif ins.op == "const":
+        elif ins.is_const:
             vals[i] = program[i]
         else:
             vals[i] = program[i](*(vals[a] for a in ins.args))

@@ -145,10 +145,10 @@ def encode(tape, sources: tuple):
     code = np.zeros((len(tape.instrs), 5), dtype=np.int64)
     consts = []
     for i, ins in enumerate(tape.instrs):
-        if ins.op == "input":
+        if ins.is_input:
             kind, idx = sources[ins.value]
             code[i, :2] = (INPUT_X if kind == "x" else INPUT_S, idx)
-        elif ins.op == "const":
+        elif ins.is_const:
             code[i, :2] = (CONST, len(consts))
             consts.append(ins.value)
         else:

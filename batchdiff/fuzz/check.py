@@ -177,9 +177,9 @@ def jittered(program, layout, dtype, seed) -> np.ndarray:
     vals = []
     with np.errstate(all="ignore"):
         for ins in program.tape.instrs:
-            if ins.op == "input":
+            if ins.is_input:
                 v = columns[:, ins.value]
-            elif ins.op == "const":
+            elif ins.is_const:
                 v = np.full(N_POINTS, ins.value, dtype=dtype)
             else:
                 v = np.asarray(OPS[ins.op].value(*(vals[a] for a in ins.args)), dtype=dtype)
