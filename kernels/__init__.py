@@ -1,58 +1,80 @@
 """Back ends: the executors that run a tape over a batch, and the registry choosing one.
 
-- ``numpy``: the reference interpreter (``batchdiff.interpreter``), the spec;
-- ``numba``: CPU cores, by tape replay or compiled kernels (``numba_exec``);
-- ``cupy``: NVIDIA GPUs, one thread per point in compiled CUDA kernels (``cupy_exec``).
+A back end is a module of this package, named in ``BACKENDS`` and imported when first
+used (importing one never imports Numba or CuPy). It exports:
 
-``backend=None`` picks ``numba`` for NumPy arrays (``numpy`` where Numba is missing) and
-``cupy`` for CuPy arrays (and CUDA arrays of other libraries, taken in through DLPack).
+- ``SUMMARY``: what runs, in a few words, and ``INSTALL``: what a user does to get it;
+- ``METHODS``: the methods it runs besides ``"auto"``, the first of them the default;
+- ``ARRAYS``: the array modules (``numpy``, ``cupy``) it takes inputs from;
+- ``available()``: whether it can run on this machine;
+- ``run(tape, blocks, batch, outs, method, fresh)``: the tape over the batch, into ``outs``;
+- ``source(tape, dtype, sources, widths)``: its generated kernel source, if it has any;
+- optionally ``new_leaf(xp, width, batch_size, dtype, contiguous)``: a new output leaf in
+  the layout it writes best (``xp.empty((batch_size, width))`` otherwise).
+
+Adding a back end is one entry here and one module. ``backend=None`` takes the first
+available one of ``DEFAULTS`` for the inputs' array module: ``numba`` for NumPy arrays
+(``numpy`` where Numba is missing), ``cupy`` for CuPy arrays (and CUDA arrays of other
+libraries, taken in through DLPack).
+
+>>> sorted(BACKENDS)
+['cupy', 'numba', 'numpy']
+>>> backend("numba").METHODS
+('replay', 'compiled')
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 from batchdiff.errors import BackendUnavailableError
-from batchdiff.interpreter import evaluate
 
-BACKENDS = (None, "numpy", "numba", "cupy")
-METHODS = ("auto", "replay", "compiled")
-HAVE_NUMBA = importlib.util.find_spec("numba") is not None
-
-
-def check_choice(backend, method):
-    """Reject unknown names early, at transform time."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r}: use one of {BACKENDS}")
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}: use one of {METHODS}")
-    if backend == "cupy" and method == "replay":
-        raise ValueError("method='replay' is the Numba tape interpreter; backend='cupy' runs "
-                         "compiled CUDA kernels: use method='auto' or 'compiled'")
-    if backend == "numpy" and method != "auto":
-        raise ValueError(f"method={method!r} chooses between the Numba/CuPy executors; "
-                         "backend='numpy' is the reference interpreter and has one method, 'auto'")
+BACKENDS = {               # name -> module of this package
+    "numpy": "reference",
+    "numba": "numba_exec",
+    "cupy": "cupy_exec",
+}
+DEFAULTS = {"numpy": ("numba", "numpy"), "cupy": ("cupy",)}    # array module -> choices
 
 
-def resolve(backend, xp) -> str:
-    """The back end that runs: ``backend``, or the best one for the inputs' array kind."""
-    if backend is None:
-        if xp.__name__ == "cupy":
-            backend = "cupy"
-        else:
-            backend = "numba" if HAVE_NUMBA else "numpy"
-    if backend == "numba" and not HAVE_NUMBA:
-        raise BackendUnavailableError("backend='numba' needs Numba: pip install numba")
-    if backend == "cupy":
-        from . import cupy_exec
-        if not cupy_exec.available():
-            raise BackendUnavailableError(
-                "backend='cupy' needs CuPy and a CUDA device (pip install batchdiff[cupy]); "
-                "on the CPU use backend='numba' with NumPy arrays")
-        return backend
-    if xp.__name__ == "cupy":
-        raise BackendUnavailableError(
-            f"backend={backend!r} runs on the CPU; convert CuPy inputs with cupy.asnumpy(...)")
-    return backend
+def backend(name: str):
+    """The module of back end ``name``."""
+    return importlib.import_module(f"{__name__}.{BACKENDS[name]}")
+
+
+def methods() -> tuple:
+    """Every method name some back end runs, ``"auto"`` first."""
+    names = ["auto"]
+    for name in BACKENDS:
+        names += [m for m in backend(name).METHODS if m not in names]
+    return tuple(names)
+
+
+def check_choice(name, method):
+    """Reject unknown names and methods a back end does not run, early, at transform time."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"backend={name!r}: use one of {(None, *BACKENDS)}")
+    if method not in methods():
+        raise ValueError(f"method={method!r}: use one of {methods()}")
+    if name is not None and method != "auto" and method not in backend(name).METHODS:
+        module = backend(name)
+        raise ValueError(f"method={method!r} is not a method of backend={name!r} "
+                         f"({module.SUMMARY}): use one of {('auto', *module.METHODS)}")
+
+
+def resolve(name, xp) -> str:
+    """The back end that runs: ``name``, or the best available one for the inputs' arrays."""
+    kind = xp.__name__
+    if name is None:
+        choices = DEFAULTS.get(kind, DEFAULTS["numpy"])
+        name = next((n for n in choices if backend(n).available()), choices[-1])
+    module = backend(name)
+    if not module.available():
+        raise BackendUnavailableError(f"backend={name!r} needs {module.INSTALL}")
+    if kind not in module.ARRAYS:
+        hint = (" on the CPU: convert CuPy inputs with cupy.asnumpy(...)" if kind == "cupy"
+                else f": give it {' or '.join(module.ARRAYS)} arrays")
+        raise BackendUnavailableError(f"backend={name!r} runs {module.SUMMARY}{hint}")
+    return name
 
 
 def empty(name, xp, width, batch_size, dtype, contiguous=False):
@@ -62,10 +84,10 @@ def empty(name, xp, width, batch_size, dtype, contiguous=False):
     writes batch-fastest (a warp's stores coalesce), so its leaves are transposed views,
     unless ``contiguous`` asks for C order (sparse values, whose rows are the CSR data).
     """
-    if name == "cupy" and xp.__name__ == "cupy":
-        from . import cupy_exec
-        return cupy_exec.empty(width, batch_size, dtype, batch_fastest=not contiguous)
-    return xp.empty((batch_size, width), dtype=dtype)
+    make = getattr(backend(name), "new_leaf", None)
+    if make is None:
+        return xp.empty((batch_size, width), dtype=dtype)
+    return make(xp, width, batch_size, dtype, contiguous)
 
 
 def execute(tape, blocks, batch, outs, name, method, fresh=True):
@@ -75,37 +97,20 @@ def execute(tape, blocks, batch, outs, name, method, fresh=True):
     concatenated, are the tape's outputs in order. ``fresh``: they were allocated for
     this call (the caller gave no ``out=``), which matters to timing.
     """
-    if name == "numpy":
-        evaluate(tape, blocks, batch.size, batch.dtype, outs=outs)
-    elif name == "cupy":
-        from . import cupy_exec
-        if batch.xp.__name__ == "cupy":
-            cupy_exec.execute(tape, blocks, batch.size, batch.dtype, outs, method)
-        else:                   # NumPy in, NumPy out: the kernel writes device leaves
-            device = [cupy_exec.empty(o.shape[1], batch.size, batch.dtype, batch_fastest=False)
-                      for o in outs]
-            cupy_exec.execute(tape, blocks, batch.size, batch.dtype, device, method)
-            for o, d in zip(outs, device):
-                d.get(out=o)        # both C-contiguous: one copy, no host temporary
-    else:
-        from . import numba_exec
-        numba_exec.execute(tape, blocks, batch.size, batch.dtype, outs, method, fresh)
+    backend(name).run(tape, blocks, batch, outs, method, fresh)
 
 
-def source(tape, blocks, batch, backend, widths=None):
-    """Generated kernel source for ``tape`` on ``backend`` (input ``blocks``, extras included).
+def source(tape, blocks, batch, name, widths=None):
+    """Generated kernel source for ``tape`` on back end ``name`` (input ``blocks``, extras included).
 
     ``widths`` are the result leaves' column counts (one leaf of every output if None).
     """
     from . import layout
+    module = backend(name)
+    if module.source is None:
+        raise BackendUnavailableError(
+            f"no kernel source for backend={name!r}: {module.SUMMARY} generates none "
+            "(print the tape instead)")
     sources = tuple(layout.sources_of(blocks, batch.size))
     widths = tuple(widths) if widths is not None else (len(tape.outputs),)
-    if backend == "numba":
-        from . import numba_exec
-        return numba_exec.source(tape, batch.dtype, sources, widths)
-    if backend == "cupy":
-        from . import cupy_exec
-        return cupy_exec.source(tape, batch.dtype, sources, widths)
-    raise BackendUnavailableError(
-        f"no kernel source for backend={backend!r}: the 'numpy' reference interpreter "
-        "generates none (print the tape instead)")
+    return module.source(tape, batch.dtype, sources, widths)

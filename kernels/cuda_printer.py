@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .printing import c_literal, expression
+from .plan import Plan, Printer
+from .printing import c_literal
 
 # Statements per segment function. Measured with nvcc -cubin (NVRTC and ptxas work):
 # a 44,000-op reverse-mode Hessian compiles in 64 s as one function, 35 s in segments
@@ -104,148 +105,80 @@ def print_cuda(tape, dtype, sources, widths=None, segment=SEGMENT, prefix="bd_")
         out1[b * rs1 + 0 * cs1] = v4;
     }
     """
-    widths = _leaf_widths(len(tape.outputs), widths)
-    return PREAMBLE + _Printer(tape, dtype, sources, widths, segment, prefix).source()
+    plan = Plan(tape, widths, segment)
+    return PREAMBLE + _CudaPrinter(plan, dtype, sources, prefix).source()
 
 
-def _leaf_widths(n_outputs, widths) -> tuple:
-    """``widths`` as a tuple, checked to cover the ``n_outputs`` outputs exactly."""
-    widths = (n_outputs,) if widths is None else tuple(widths)
-    if any(w < 0 for w in widths) or sum(widths) != n_outputs:
-        raise ValueError(f"widths={widths}: the leaves' widths must be non-negative and "
-                         f"sum to the tape's {n_outputs} outputs")
-    return widths
+class _CudaPrinter(Printer):
+    """The plan in CUDA C: ``const`` locals, strided stores, tables of constant outputs."""
+    target = "c"
 
-
-class _Printer:
-    """One tape's source: segments, the scratch slots between them, the entry points."""
-
-    def __init__(self, tape, dtype, sources, widths, segment, prefix):
-        self.tape, self.dtype, self.sources, self.prefix = tape, np.dtype(dtype), sources, prefix
+    def __init__(self, plan, dtype, sources, prefix):
+        super().__init__(plan, dtype, sources)
+        self.prefix = prefix
         self.T = "float" if self.dtype == np.float32 else "double"
-        self.n_leaves = len(widths)
         self.nx = sum(1 for kind, _ in sources if kind == "x")
-        ops = [i for i, ins in enumerate(tape.instrs) if ins.op not in ("input", "const")]
-        self.segments = [ops[k:k + segment] for k in range(0, len(ops), segment)] or [[]]
-        self.seg_of = {i: s for s, seg in enumerate(self.segments) for i in seg}
-        positions = [(j, c) for j, w in enumerate(widths) for c in range(w)]
-        self.outputs_of: dict[int, list] = {}       # node -> its (leaf, column) positions
-        for o, position in zip(tape.outputs, positions):
-            self.outputs_of.setdefault(o, []).append(position)
-        self.slot, self.n_slots = self._scratch_slots()
         self.tables = {}        # (literal, leaf) -> (table name, columns)
         for value, j, columns in self.constant_outputs():
             if len(columns) >= TABLE_MIN:
                 self.tables[value, j] = (f"{prefix}outputs{len(self.tables)}", columns)
 
-    def _scratch_slots(self):
-        """A slot of the scratch array for each value read by a later segment.
+    # -- the language table --------------------------------------------------------------
+    def literal(self, value):
+        return c_literal(value, self.dtype)
 
-        A segment reads its incoming values before it writes any, so a value produced in
-        segment s may take the slot of a value last read in segment s.
-        """
-        last_seg = {}
-        for i in self.seg_of:
-            for a in self.tape.instrs[i].args:
-                if a in self.seg_of:
-                    last_seg[a] = max(last_seg.get(a, -1), self.seg_of[i])
-        freed: dict[int, list] = {}
-        for a, s in last_seg.items():
-            if s > self.seg_of[a]:
-                freed.setdefault(s, []).append(a)
-        slot, free, count = {}, [], 0
-        for s, seg in enumerate(self.segments):
-            free.extend(sorted(slot[a] for a in freed.get(s, ())))
-            for i in seg:
-                if last_seg.get(i, -1) > s:
-                    if free:
-                        slot[i] = free.pop()
-                    else:
-                        slot[i], count = count, count + 1
-        return slot, count
+    def define(self, name, expr):
+        return f"const {self.T} {name} = {expr};"
 
-    # -- names ------------------------------------------------------------------------
-    def name(self, i):
-        ins = self.tape.instrs[i]
-        if ins.op == "const":
-            return c_literal(ins.value, self.dtype)
-        return f"x{ins.value}" if ins.op == "input" else f"v{i}"
+    def assign(self, lhs, rhs):
+        return f"{lhs} = {rhs};"
 
-    def load(self, i):
-        kind, idx = self.sources[self.tape.instrs[i].value]
-        return f"X[b * {self.nx} + {idx}]" if kind == "x" else f"S[{idx}]"
+    def load(self, kind, index):
+        return f"X[b * {self.nx} + {index}]" if kind == "x" else f"S[{index}]"
 
+    def out(self, leaf, column):
+        return f"out{leaf}[b * rs{leaf} + {column} * cs{leaf}]"
+
+    def store_positions(self, node):
+        return self.plan.positions.get(node, ()) if not self.tape.instrs[node].is_const else ()
+
+    # -- constant outputs ------------------------------------------------------------------
     def constant_outputs(self):
         """(literal, leaf, columns) for each constant value among a leaf's outputs."""
         groups: dict[tuple, list] = {}
-        for o, positions in self.outputs_of.items():
-            if self.tape.instrs[o].op == "const":
-                for j, c in positions:
-                    groups.setdefault((self.name(o), j), []).append(c)
-        return [(value, j, sorted(cs)) for (value, j), cs in groups.items()]
+        for j, leaf_consts in enumerate(self.plan.consts):
+            for c, value in leaf_consts:
+                groups.setdefault((self.literal(value), j), []).append(c)
+        return [(value, j, cs) for (value, j), cs in groups.items()]
 
-    def const_value(self, i):
-        ins = self.tape.instrs[i]
-        return ins.value if ins.op == "const" else None
-
-    # -- code -------------------------------------------------------------------------
-    def stores(self, o):
-        """Statements writing node ``o`` to each of its output positions."""
-        return [_store(j, c, self.name(o)) for j, c in self.outputs_of.get(o, ())]
-
-    def constant_stores(self):
-        """Statements writing the constant outputs: one by one, or a loop over a table."""
-        lines = []
+    def tail(self):
+        """The outputs that are inputs, then the constants: one by one, or from a table."""
+        lines = super().tail()
         for value, j, columns in self.constant_outputs():
             if len(columns) < TABLE_MIN:
-                lines += [_store(j, c, value) for c in columns]
+                lines += [self.assign(self.out(j, c), value) for c in columns]
             else:
                 table, _ = self.tables[value, j]
                 lines += [f"for (int i = 0; i < {len(columns)}; ++i)",
-                          "    " + _store(j, f"{table}[i]", value)]
+                          "    " + self.assign(self.out(j, f"{table}[i]"), value)]
         return lines
 
-    def body(self, s):
-        """Statements of segment ``s``: loads, the segment's instructions, its outputs."""
-        seg, tape, T = self.segments[s], self.tape, self.T
-        last = s == len(self.segments) - 1
-        read = {a for i in seg for a in tape.instrs[i].args}
-        if last:        # outputs that are inputs are written at the end
-            read |= {o for o in self.outputs_of if tape.instrs[o].op == "input"}
-        lines = [f"const {T} x{tape.instrs[a].value} = {self.load(a)};"
-                 for a in sorted(read) if tape.instrs[a].op == "input"]
-        lines += [f"const {T} v{a} = t[{self.slot[a]}];"
-                  for a in sorted(read) if a in self.slot and self.seg_of[a] < s]
-        for i in seg:
-            ins = tape.instrs[i]
-            expr = expression(ins, [self.name(a) for a in ins.args], "c", self.dtype,
-                              self.const_value)
-            lines.append(f"const {T} v{i} = {expr};")
-            lines += self.stores(i)
-            if i in self.slot:
-                lines.append(f"t[{self.slot[i]}] = v{i};")
-        if last:
-            for o in self.outputs_of:
-                if tape.instrs[o].op == "input":
-                    lines += self.stores(o)
-            lines += self.constant_stores()
-        return lines
-
+    # -- the functions -------------------------------------------------------------------
     def source(self) -> str:
-        p, T, leaves = self.prefix, self.T, range(self.n_leaves)
+        p, T, leaves, segments = self.prefix, self.T, range(len(self.plan.widths)), self.plan.segments
         params = f"const {T}* __restrict__ X, const {T}* __restrict__ S" + "".join(
             f", {T}* __restrict__ out{j}, long long rs{j}, long long cs{j}" for j in leaves)
         args = "X, S" + "".join(f", out{j}, rs{j}, cs{j}" for j in leaves)
         parts = [_table(name, columns) for name, columns in self.tables.values()]
-        if len(self.segments) == 1:
-            point = self.body(0)
+        if len(segments) == 1:
+            point = self.segment(0)
         else:
-            for s in range(len(self.segments)):
+            for s in range(len(segments)):
                 parts.append(_function(
                     f"__device__ __noinline__ void {p}segment{s}"
-                    f"({params}, {T}* __restrict__ t, long long b)", self.body(s)))
-            point = [f"{T} t[{max(self.n_slots, 1)}];"] + [
-                f"{p}segment{s}({args}, t, b);" for s in range(len(self.segments))]
+                    f"({params}, {T}* __restrict__ t, long long b)", self.segment(s)))
+            point = [f"{T} t[{max(self.plan.n_slots, 1)}];"] + [
+                f"{p}segment{s}({args}, t, b);" for s in range(len(segments))]
         parts.append(_function(f"__device__ void {p}point({params}, long long b)", point))
         parts.append(f"""\
 #ifdef __CUDACC__
@@ -264,10 +197,6 @@ extern "C" void {p}host_run({params}, long long B)
 #endif
 """)
         return "\n".join(parts)
-
-
-def _store(leaf, column, value) -> str:
-    return f"out{leaf}[b * rs{leaf} + {column} * cs{leaf}] = {value};"
 
 
 def _table(name, values) -> str:

@@ -22,6 +22,11 @@ import numpy as np
 from . import bounded, layout
 from .cuda_printer import print_cuda
 
+SUMMARY = "compiled CUDA kernels on an NVIDIA GPU"
+INSTALL = "CuPy and a CUDA device (pip install batchdiff[cupy]); on the CPU use backend='numba'"
+METHODS = ("compiled",)
+ARRAYS = ("cupy", "numpy")     # NumPy inputs are copied to the device, results back
+
 BLOCK = 256            # threads per block
 # A leaf at least this wide that is not batch-fastest (the C-contiguous (B, nnz) values of
 # a sparse result, a user's C-contiguous out=) is written batch-fastest into a scratch
@@ -155,6 +160,25 @@ def _max_blocks(device_id: int) -> int:
     cupy = _cupy()
     sms = cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
     return BLOCKS_PER_SM * sms
+
+
+def run(tape, blocks, batch, outs, method="auto", fresh=True):
+    """``execute`` for the registry (``kernels.execute``); NumPy leaves are written through
+    device leaves and copied back."""
+    if batch.xp.__name__ == "cupy":
+        execute(tape, blocks, batch.size, batch.dtype, outs, method)
+        return
+    device = [empty(o.shape[1], batch.size, batch.dtype, batch_fastest=False) for o in outs]
+    execute(tape, blocks, batch.size, batch.dtype, device, method)
+    for o, d in zip(outs, device):
+        d.get(out=o)        # both C-contiguous: one copy, no host temporary
+
+
+def new_leaf(xp, width, batch_size, dtype, contiguous=False):
+    """A new output leaf for the registry (``kernels.empty``): see ``empty``."""
+    if xp.__name__ != "cupy":
+        return xp.empty((batch_size, width), dtype=dtype)
+    return empty(width, batch_size, dtype, batch_fastest=not contiguous)
 
 
 def empty(width, batch_size, dtype, batch_fastest=True):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import collections
 import math
-import types
 
 import numpy as np
 
 from . import bounded, cache
-from .printing import expression, py_literal
+from .plan import Plan, Printer
+from .printing import py_literal
 
 SEGMENT = 250          # statements per segment function
 BLOCK = 256            # points per parallel work item
@@ -42,73 +42,69 @@ _opts = dict(cache=True, error_model="numpy", nogil=True)
 '''
 
 
-def leaf_columns(widths):
-    """Per tape output, in order: ``(leaf, column)`` for leaves of these widths."""
-    return [(j, c) for j, w in enumerate(widths) for c in range(w)]
-
-
 def print_kernel(tape, dtype, sources, widths=None, segment=SEGMENT, tiled=None) -> str:
     """Python/Numba source of the kernel computing ``tape`` for ``dtype`` and input layout.
 
     The outputs are written into the leaves ``o0, o1, ...``, C-contiguous 2-D arrays
     of ``widths[j]`` columns whose columns, concatenated, are the tape's outputs.
     ``tiled``: print it a tile of points at a time, across SIMD lanes
-    (``_print_tiled``); by default as ``TILED_MIN_OPS_PER_STORE`` says (not at all).
+    (``_TiledPrinter``); by default as ``TILED_MIN_OPS_PER_STORE`` says (not at all).
     """
-    widths = (len(tape.outputs),) if widths is None else tuple(widths)
-    if sum(widths) != len(tape.outputs):
-        raise ValueError(f"leaf widths {widths} do not add up to the tape's "
-                         f"{len(tape.outputs)} outputs")
-
-    plan = _plan(tape, widths, segment)
+    plan = Plan(tape, widths, segment)
     if tiled is None:
         tiled = TILED_MIN_OPS_PER_STORE is not None and (
             tape.num_ops >= TILED_MIN_OPS_PER_STORE * max(len(plan.stores), 1))
-    if tiled:
-        return _print_tiled(tape, dtype, sources, widths, plan)
-    const_value, segments, seg_of, last_seg, ops = (
-        plan.const_value, plan.segments, plan.seg_of, plan.last_seg, plan.ops)
-    stores, consts, dups = plan.stores, plan.consts, plan.dups
-    scratch = plan.scratch               # values read by a later segment: in t
-    leaves = "".join(f"o{j}, " for j in range(len(widths)))
-    lines = [_HEADER, f"N_LEAVES = {len(widths)}"]
+    return (_TiledPrinter if tiled else _PointPrinter)(plan, dtype, sources).source()
 
-    def name(i):
-        return _local(tape, i, dtype)
 
-    def load(i):
-        kind, idx = sources[tape.instrs[i].value]
-        return f"X[b, {idx}]" if kind == "x" else f"S[{idx}]"
+class _NumbaPrinter(Printer):
+    """The Python spellings, and the parts every Numba kernel has around its segments."""
+    target = "py"
 
-    for s, seg in enumerate(segments):
-        body = []
-        used = sorted({a for i in seg for a in tape.instrs[i].args})
-        body += [f"    x{tape.instrs[a].value} = {load(a)}"
-                 for a in used if tape.instrs[a].op == "input"]
-        body += [f"    v{a} = t[{scratch[a]}]" for a in used
-                 if a in scratch and seg_of[a] < s]
-        for i in seg:
-            ins = tape.instrs[i]
-            expr = expression(ins, [name(a) for a in ins.args], "py", dtype, const_value)
-            body.append(f"    v{i} = {expr}")
-            body += [f"    o{j}[b, {c}] = v{i}" for j, c in stores.get(i, ())]
-            if i in scratch:
-                body.append(f"    t[{scratch[i]}] = v{i}")
-        if s == len(segments) - 1:      # outputs that are inputs
-            body += [f"    o{j}[b, {c}] = {load(o)}" for o, where in stores.items()
-                     if tape.instrs[o].op == "input" for j, c in where]
-        lines.append(f"\n@njit(**_opts)\ndef segment{s}(X, S, {leaves}t, b):")
-        lines.extend(body or ["    pass"])
-    fills = [_fill_value(c, w) for c, w in zip(consts, widths)]
-    lines.append(_prefill(fills, widths, leaves, dtype))
-    lines.append(_finish(consts, dups, fills, leaves, dtype))
+    def __init__(self, plan, dtype, sources):
+        super().__init__(plan, dtype, sources)
+        self.leaves = "".join(f"o{j}, " for j in range(len(plan.widths)))
 
-    def calls(indent):
-        return "\n".join([f"{indent}prefill({leaves}b)"]
-                          + [f"{indent}segment{s}(X, S, {leaves}t, b)" for s in range(len(segments))]
-                          + [f"{indent}finish({leaves}b)"])
-    n_t = max(len(scratch), 1)
-    lines.append(f'''
+    def literal(self, value):
+        return py_literal(value, self.dtype)
+
+    def out(self, leaf, column):
+        return f"o{leaf}[b, {column}]"
+
+    def functions(self, signature, indent, prologue=None) -> list:
+        """The segment functions ``segment{s}(signature)``: ``prologue(s)`` lines, then
+        the statements under ``indent``."""
+        return [f"\n@njit(**_opts)\ndef segment{s}({signature}):\n"
+                + "".join(f"    {line}\n" for line in (prologue(s) if prologue else ()))
+                + "\n".join(indent + line for line in (self.segment(s) or ["pass"]))
+                for s in range(len(self.plan.segments))]
+
+    def fills(self) -> list:
+        """``prefill`` and ``finish``: the constant and mirrored outputs of a point's rows."""
+        plan, leaves = self.plan, self.leaves
+        fills = [_fill_value(c, w) for c, w in zip(plan.consts, plan.widths)]
+        return [_prefill(fills, plan.widths, leaves, self.dtype),
+                _finish(plan.consts, plan.dups, fills, leaves, self.dtype)]
+
+
+class _PointPrinter(_NumbaPrinter):
+    """Straight-line code for one point at a time: ``segment{s}(X, S, o0, ..., t, b)``."""
+
+    def load(self, kind, index):
+        return f"X[b, {index}]" if kind == "x" else f"S[{index}]"
+
+    def source(self) -> str:
+        leaves, n_segments = self.leaves, len(self.plan.segments)
+        lines = [_HEADER, f"N_LEAVES = {len(self.plan.widths)}"]
+        lines += self.functions(f"X, S, {leaves}t, b", "    ")
+        lines += self.fills()
+
+        def calls(indent):
+            return "\n".join([f"{indent}prefill({leaves}b)"]
+                              + [f"{indent}segment{s}(X, S, {leaves}t, b)" for s in range(n_segments)]
+                              + [f"{indent}finish({leaves}b)"])
+        n_t = max(self.plan.n_slots, 1)
+        lines.append(f'''
 
 @njit(parallel=True, **_opts)
 def run_parallel(X, S, {leaves}n):
@@ -124,135 +120,72 @@ def run_serial(X, S, {leaves}n):
     for b in range(n):
 {calls(" " * 8)}
 ''')
-    return "\n".join(lines)
+        return "\n".join(lines)
 
 
-def _plan(tape, widths, segment=SEGMENT):
-    """What every Numba printer needs to know of a tape, whatever its loop structure.
-
-    ``ops`` (the computed instructions) cut into ``segments``; ``seg_of`` and
-    ``last_seg`` (the last segment reading each value); ``stores``: node -> the
-    ``(leaf, column)`` positions written from it; per leaf, ``consts`` ``(column,
-    value)`` and ``dups`` ``(column, column it copies)``, the mirrored positions;
-    ``scratch``: value -> its slot, for the values a later segment reads.
-    """
-    def const_value(i):
-        ins = tape.instrs[i]
-        return ins.value if ins.op == "const" else None
-
-    ops = [i for i, ins in enumerate(tape.instrs) if ins.op not in ("input", "const")]
-    segments = [ops[k:k + segment] for k in range(0, len(ops), segment)] or [[]]
-    seg_of = {i: s for s, seg in enumerate(segments) for i in seg}
-    last_seg = {}
-    for i in ops:
-        for a in tape.instrs[i].args:
-            last_seg[a] = max(last_seg.get(a, -1), seg_of[i])
-    # each computed value is stored once per leaf it appears in; constant outputs and
-    # the other positions of a value in the same leaf (the mirrored Hessian triangle)
-    # are filled by loops over tables
-    stores: dict[int, list] = {}          # node -> [(leaf, column)] written from the local
-    consts = [[] for _ in widths]         # per leaf: (column, value)
-    dups = [[] for _ in widths]           # per leaf: (column, column it copies)
-    first = {}
-    for o, (j, c) in zip(tape.outputs, leaf_columns(widths)):
-        if tape.instrs[o].op == "const":
-            consts[j].append((c, tape.instrs[o].value))
-        elif (o, j) in first and tape.instrs[o].op != "input":
-            dups[j].append((c, first[o, j]))
-        else:
-            first[o, j] = c
-            stores.setdefault(o, []).append((j, c))
-    crossing = [i for i in ops if last_seg.get(i, -1) > seg_of[i]]
-    return types.SimpleNamespace(const_value=const_value, ops=ops, segments=segments,
-                                 seg_of=seg_of, last_seg=last_seg, stores=stores,
-                                 consts=consts, dups=dups,
-                                 scratch={i: k for k, i in enumerate(crossing)})
-
-
-def _local(tape, i, dtype) -> str:
-    """The name of node ``i`` in a kernel's statements (a literal for a constant)."""
-    ins = tape.instrs[i]
-    if ins.op == "const":
-        return py_literal(ins.value, dtype)
-    if ins.op == "input":
-        return f"x{ins.value}"
-    return f"v{i}"
-
-
-def _print_tiled(tape, dtype, sources, widths, plan) -> str:
-    """``print_kernel``'s source for SIMD across points: a tile of ``TILE`` points at a time.
+class _TiledPrinter(_NumbaPrinter):
+    """Straight-line code for SIMD across points: a tile of ``TILE`` points at a time.
 
     Each segment is one loop over the tile's points with the tape's statements in its
     body, so LLVM vectorises it, a SIMD lane per point (4 doubles or 8 floats with
     AVX2). The tile's inputs are transposed into a work array first, and its outputs
     are stored point by point (row by row, as the leaves are laid out) after the last
     segment.
+
+    One flat work array ``w`` of rows of ``TILE`` lanes holds the tile's inputs, its
+    computed outputs and the scratch slots: every load and store of a segment's loop is
+    ``w[constant + l]``, which lets LLVM prove them independent and vectorise the loop
+    across points (separate arrays, or rows of a 2-D array whose length it does not
+    know, need a run-time alias check per pair of accesses, too many for its vectoriser).
     """
-    const_value, segments, seg_of, last_seg, ops = (
-        plan.const_value, plan.segments, plan.seg_of, plan.last_seg, plan.ops)
-    stores, consts, dups = plan.stores, plan.consts, plan.dups
-    # one flat work array w of rows of TILE lanes holds the tile's inputs, its computed
-    # outputs and the values read by a later segment: every load and store of a
-    # segment's loop is w[constant + l], which lets LLVM prove them independent and
-    # vectorise the loop across points (separate arrays, or rows of a 2-D array whose
-    # length it does not know, need a run-time alias check per pair of accesses, too
-    # many for its vectoriser)
-    scratch = plan.scratch
-    computed = [o for o in stores if tape.instrs[o].op != "input"]
-    row_of = {o: k for k, o in enumerate(computed)}
-    n_x = 1 + max((idx for kind, idx in sources if kind == "x"), default=-1)
-    leaves = "".join(f"o{j}, " for j in range(len(widths)))
-    lines = [_HEADER, f"N_LEAVES = {len(widths)}\nTILE = {TILE}"]
 
-    def name(i):
-        return _local(tape, i, dtype)
+    def __init__(self, plan, dtype, sources):
+        super().__init__(plan, dtype, sources)
+        computed = [o for o in plan.stores if self.tape.instrs[o].is_op]
+        self.n_x = 1 + max((idx for kind, idx in sources if kind == "x"), default=-1)
+        self.row_of = {o: self.n_x + k for k, o in enumerate(computed)}
+        self.cross_row = self.n_x + len(computed)
 
-    out_row = n_x
-    cross_row = n_x + len(computed)
+    def load(self, kind, index):
+        return f"w[{index * TILE} + l]" if kind == "x" else f"s{index}"
 
-    def load(i):
-        kind, idx = sources[tape.instrs[i].value]
-        return f"w[{idx * TILE} + l]" if kind == "x" else f"s{idx}"
+    def scratch(self, slot):
+        return f"w[{(self.cross_row + slot) * TILE} + l]"
 
-    for s, seg in enumerate(segments):
-        body = []
-        used = sorted({a for i in seg for a in tape.instrs[i].args})
-        shared = sorted({sources[tape.instrs[a].value][1] for a in used
-                         if tape.instrs[a].op == "input" and sources[tape.instrs[a].value][0] == "s"})
-        body += [f"        x{tape.instrs[a].value} = {load(a)}"
-                 for a in used if tape.instrs[a].op == "input"]
-        body += [f"        v{a} = w[{(cross_row + scratch[a]) * TILE} + l]" for a in used
-                 if a in scratch and seg_of[a] < s]
-        for i in seg:
-            ins = tape.instrs[i]
-            expr = expression(ins, [name(a) for a in ins.args], "py", dtype, const_value)
-            body.append(f"        v{i} = {expr}")
-            if i in row_of:
-                body.append(f"        w[{(out_row + row_of[i]) * TILE} + l] = v{i}")
-            if i in scratch:
-                body.append(f"        w[{(cross_row + scratch[i]) * TILE} + l] = v{i}")
-        lines.append(f"\n@njit(**_opts)\ndef segment{s}(w, S, m):")
-        lines += [f"    s{k} = S[{k}]" for k in shared]     # loop invariants
+    def stores(self, node):
+        row = self.row_of.get(node)
+        return [] if row is None else [f"w[{row * TILE} + l] = v{node}"]
+
+    def tail(self):
+        return []           # outputs that are inputs are stored from X by ``store``
+
+    def shared(self, s) -> list:
+        """Loop invariants: segment ``s``'s shared inputs, loaded before its loop."""
+        inputs, _ = self.plan.reads(s)
+        kinds = [self.sources[self.tape.instrs[a].value] for a in inputs]
+        return [f"s{idx} = S[{idx}]" for kind, idx in sorted(set(kinds)) if kind == "s"]
+
+    def source(self) -> str:
+        plan, leaves = self.plan, self.leaves
+        lines = [_HEADER, f"N_LEAVES = {len(plan.widths)}\nTILE = {TILE}"]
         # m lanes, a run-time count: a trip count known at compile time makes LLVM
         # unroll the loop into scalar code before it would vectorise it
-        lines.append("    for l in range(m):")
-        lines.extend(body or ["        pass"])
-    fills = [_fill_value(c, w) for c, w in zip(consts, widths)]
-    lines.append(_prefill(fills, widths, leaves, dtype))
-    lines.append(_finish(consts, dups, fills, leaves, dtype))
-    # per point of the tile: its rows prefilled, the computed outputs stored from the
-    # output tile (each row written left to right), the other constants and copies
-    store = []
-    for o, where in stores.items():
-        for j, c in where:
-            if o in row_of:
-                store.append((j, c, f"w[{(out_row + row_of[o]) * TILE} + l]"))
-            else:
-                kind, idx = sources[tape.instrs[o].value]
-                store.append((j, c, f"X[b, {idx}]" if kind == "x" else f"S[{idx}]"))
-    store_lines = [f"        o{j}[b, {c}] = {value}" for j, c, value in sorted(store)]
-    n_rows = max(cross_row + len(scratch), 1)
-    lines.append(f'''
+        lines += self.functions("w, S, m", "        ",
+                                lambda s: self.shared(s) + ["for l in range(m):"])
+        lines += self.fills()
+        # per point of the tile: its rows prefilled, the computed outputs stored from the
+        # output rows (each row written left to right), the other constants and copies
+        store = []
+        for o, where in plan.stores.items():
+            for j, c in where:
+                if o in self.row_of:
+                    store.append((j, c, f"w[{self.row_of[o] * TILE} + l]"))
+                else:
+                    kind, idx = self.sources[self.tape.instrs[o].value]
+                    store.append((j, c, f"X[b, {idx}]" if kind == "x" else f"S[{idx}]"))
+        store_lines = [f"        o{j}[b, {c}] = {value}" for j, c, value in sorted(store)]
+        n_rows = max(self.cross_row + plan.n_slots, 1)
+        lines.append(f'''
 
 @njit(**_opts)
 def store(X, S, {leaves}w, b0, m):
@@ -267,9 +200,9 @@ def store(X, S, {leaves}w, b0, m):
 def tile(X, S, {leaves}w, b0):
     m = min(TILE, X.shape[0] - b0)
     for l in range(m):
-        for i in range({n_x}):
+        for i in range({self.n_x}):
             w[i * TILE + l] = X[b0 + l, i]
-{chr(10).join(f"    segment{s}(w, S, m)" for s in range(len(segments)))}
+{chr(10).join(f"    segment{s}(w, S, m)" for s in range(len(plan.segments)))}
     store(X, S, {leaves}w, b0, m)
 
 
@@ -287,8 +220,7 @@ def run_serial(X, S, {leaves}n):
     for b0 in range(0, n, TILE):
         tile(X, S, {leaves}w, b0)
 ''')
-    return "\n".join(lines)
-
+        return "\n".join(lines)
 
 
 FILL_SHARE = 4      # a leaf whose most common constant is 1/4 of it is prefilled with it

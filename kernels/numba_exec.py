@@ -25,6 +25,7 @@ in this process, or the NumPy interpreter; "replay" and "compiled" raise it.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -37,6 +38,12 @@ from batchdiff.errors import CacheError, CacheWarning
 from batchdiff.interpreter import evaluate
 
 from . import bounded, cache, layout, numba_compiled, numba_replay, warmup
+
+SUMMARY = ("Numba kernels on CPU cores: 'replay' (one interpreter for every tape) "
+           "or 'compiled' (a kernel per tape)")
+INSTALL = "Numba: pip install numba"
+METHODS = ("replay", "compiled")
+ARRAYS = ("numpy",)
 
 COMPILE_MAX_OPS = 3000
 COMPILE_MIN_POINTS = 200_000
@@ -115,6 +122,15 @@ class _Race:
 
 
 _races = bounded.LRU(bounded.MAX_TAPES)
+
+
+def available() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+def run(tape, blocks, batch, outs, method="auto", fresh=True):
+    """``execute`` for the registry (``kernels.execute``)."""
+    execute(tape, blocks, batch.size, batch.dtype, outs, method, fresh)
 
 
 def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=True) -> str:

@@ -34,7 +34,7 @@ def replay_source() -> str:
     for name, code in OPCODES.items():
         op = OPS[name]
         args = [f"buf[{r}, p]" for r in "abc"[:op.arity]]
-        expr = op.py.format(*args, T="")
+        expr = op.py.format(*args, T="buf.dtype.type")     # the NumPy scalar type
         keyword = "if" if not branches else "elif"
         branches.append(f"""        {keyword} op == {code}:  # {name}
             for p in range(n):

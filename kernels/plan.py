@@ -1,0 +1,206 @@
+"""One plan of a tape for straight-line code, and the printer of its statements.
+
+A ``Plan`` is what every compiled target needs to know of a tape, whatever language
+it prints: the computed instructions cut into segments (compilers' time grows faster
+than a function's size), which values cross a segment boundary and the scratch slot
+each goes through (slots are reused once the values in them are dead), and where the
+outputs go: the leaves' positions of every node, the constant outputs, and the
+positions that repeat a node already stored in the same leaf (the mirrored triangle
+of a Hessian).
+
+A target is a ``Printer`` subclass that says how to spell a definition, a load, a
+scratch access and a store (its language table); ``Printer.segment`` prints one
+segment's statements from the plan the same way for all of them, so the Numba
+kernels (a point at a time or a tile of points across SIMD lanes) and the CUDA kernel
+differ only in those spellings and in the loops around the segments.
+
+>>> import numpy as np, batchdiff as bd
+>>> tape = bd.hessian(lambda v: v[0] ** 2 * v[1]).tape(np.ones((1, 2)))
+>>> plan = Plan(tape, widths=(4,))
+>>> plan.positions[tape.outputs[1]]       # H[0, 1] and H[1, 0]: one node, two positions
+[(0, 1), (0, 2)]
+>>> plan.dups                             # per leaf: (column, column it copies)
+[[(2, 1)]]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .printing import expression
+
+
+def leaf_columns(widths):
+    """Per tape output, in order: ``(leaf, column)`` for leaves of these widths."""
+    return [(j, c) for j, w in enumerate(widths) for c in range(w)]
+
+
+def leaf_widths(n_outputs, widths) -> tuple:
+    """``widths`` as a tuple (``None``: one leaf of all outputs), checked to cover them."""
+    widths = (n_outputs,) if widths is None else tuple(widths)
+    if any(w < 0 for w in widths) or sum(widths) != n_outputs:
+        raise ValueError(f"widths={widths}: the leaves' widths must be non-negative and "
+                         f"sum to the tape's {n_outputs} outputs")
+    return widths
+
+
+class Plan:
+    """A tape planned for straight-line code in segments of at most ``segment`` statements.
+
+    - ``segments``: the computed instructions, in order, cut into runs (``[[]]`` if none);
+      ``seg_of[i]`` is the segment of instruction ``i``;
+    - ``slot[i]``, ``n_slots``: the scratch slot of each value a later segment reads;
+    - ``positions[node]``: every ``(leaf, column)`` the node is written to, in output order;
+    - ``stores[node]``: the positions written from the node itself: for a computed node
+      the first in each leaf; ``dups[leaf]``: ``(column, column it copies)`` for the
+      others; an input is stored at all its positions, a constant at none;
+    - ``consts[leaf]``: ``(column, value)`` of the leaf's constant outputs.
+    """
+
+    def __init__(self, tape, widths=None, segment=250):
+        self.tape = tape
+        self.widths = widths = leaf_widths(len(tape.outputs), widths)
+        ops = tape.ops()
+        self.segments = [ops[k:k + segment] for k in range(0, len(ops), segment)] or [[]]
+        self.seg_of = {i: s for s, seg in enumerate(self.segments) for i in seg}
+        self.positions: dict[int, list] = {}
+        for o, position in zip(tape.outputs, leaf_columns(widths)):
+            self.positions.setdefault(o, []).append(position)
+        self.stores: dict[int, list] = {}
+        self.consts = [[] for _ in widths]
+        self.dups = [[] for _ in widths]
+        for o, where in self.positions.items():
+            ins = tape.instrs[o]
+            if ins.is_const:
+                for j, c in where:
+                    self.consts[j].append((c, ins.value))
+                continue
+            first = {}
+            for j, c in where:
+                if ins.is_op and j in first:
+                    self.dups[j].append((c, first[j]))
+                else:
+                    first.setdefault(j, c)
+                    self.stores.setdefault(o, []).append((j, c))
+        for table in self.consts + self.dups:
+            table.sort()
+        self.slot, self.n_slots = self._scratch_slots()
+
+    def _scratch_slots(self):
+        """A slot of the scratch array for each value read by a later segment.
+
+        A segment reads its incoming values before it writes any, so a value produced in
+        segment s may take the slot of a value last read in segment s.
+        """
+        last_seg = {}
+        for i, s in self.seg_of.items():
+            for a in self.tape.instrs[i].args:
+                if a in self.seg_of:
+                    last_seg[a] = max(last_seg.get(a, -1), s)
+        freed: dict[int, list] = {}
+        for a, s in last_seg.items():
+            if s > self.seg_of[a]:
+                freed.setdefault(s, []).append(a)
+        slot, free, count = {}, [], 0
+        for s, seg in enumerate(self.segments):
+            free.extend(sorted(slot[a] for a in freed.get(s, ())))
+            for i in seg:
+                if last_seg.get(i, -1) > s:
+                    if free:
+                        slot[i] = free.pop()
+                    else:
+                        slot[i], count = count, count + 1
+        return slot, count
+
+    @property
+    def last(self) -> int:
+        """The index of the last segment, which also writes the outputs that are inputs."""
+        return len(self.segments) - 1
+
+    def output_inputs(self) -> list:
+        """The inputs that are outputs, in output order."""
+        return [o for o in self.positions if self.tape.instrs[o].is_input]
+
+    def reads(self, s):
+        """Segment ``s``'s inputs (nodes, ascending) and values from earlier segments."""
+        instrs = self.tape.instrs
+        read = {a for i in self.segments[s] for a in instrs[i].args}
+        if s == self.last:
+            read.update(self.output_inputs())
+        inputs = sorted(a for a in read if instrs[a].is_input)
+        incoming = sorted(a for a in read if a in self.slot and self.seg_of[a] < s)
+        return inputs, incoming
+
+
+class Printer:
+    """A plan's statements in one target language: subclasses fill in the spellings.
+
+    ``target`` picks the op spellings of ``ops.OPS`` (``"py"`` or ``"c"``); ``literal``
+    spells a constant; ``define(name, expr)``, ``load(kind, index)`` (an input from the
+    batch ``"x"`` or the shared ``"s"``), ``scratch(slot)`` and ``out(leaf, column)``
+    spell the statements; ``store_positions(node)`` says where a node is written from
+    its local (``plan.stores`` by default, where the remaining positions are copied
+    later; all of ``plan.positions`` for a target that writes each one).
+    """
+    target = "py"
+
+    def __init__(self, plan: Plan, dtype, sources):
+        self.plan, self.tape, self.dtype, self.sources = plan, plan.tape, np.dtype(dtype), sources
+
+    # -- the language table ------------------------------------------------------------
+    def literal(self, value) -> str:
+        raise NotImplementedError
+
+    def define(self, name, expr) -> str:
+        return f"{name} = {expr}"
+
+    def assign(self, lhs, rhs) -> str:
+        return f"{lhs} = {rhs}"
+
+    def load(self, kind, index) -> str:
+        raise NotImplementedError
+
+    def scratch(self, slot) -> str:
+        return f"t[{slot}]"
+
+    def out(self, leaf, column) -> str:
+        raise NotImplementedError
+
+    def store_positions(self, node) -> list:
+        return self.plan.stores.get(node, ())
+
+    # -- shared ------------------------------------------------------------------------
+    def name(self, i) -> str:
+        """Node ``i`` in a statement: its local, or a literal for a constant."""
+        ins = self.tape.instrs[i]
+        if ins.is_const:
+            return self.literal(ins.value)
+        return f"x{ins.value}" if ins.is_input else f"v{i}"
+
+    def load_input(self, i) -> str:
+        return self.load(*self.sources[self.tape.instrs[i].value])
+
+    def stores(self, node) -> list:
+        """Statements writing ``node`` from its local."""
+        return [self.assign(self.out(j, c), self.name(node)) for j, c in self.store_positions(node)]
+
+    def tail(self) -> list:
+        """Statements ending the last segment: the outputs that are inputs."""
+        return [line for o in self.plan.output_inputs() for line in self.stores(o)]
+
+    def segment(self, s) -> list:
+        """Segment ``s``: its loads, its statements with their stores, its scratch writes."""
+        plan, instrs = self.plan, self.tape.instrs
+        inputs, incoming = plan.reads(s)
+        lines = [self.define(self.name(a), self.load_input(a)) for a in inputs]
+        lines += [self.define(f"v{a}", self.scratch(plan.slot[a])) for a in incoming]
+        for i in plan.segments[s]:
+            ins = instrs[i]
+            expr = expression(ins, [self.name(a) for a in ins.args], self.target, self.dtype,
+                              self.tape.const_value)
+            lines.append(self.define(f"v{i}", expr))
+            lines += self.stores(i)
+            if i in plan.slot:
+                lines.append(self.assign(self.scratch(plan.slot[i]), f"v{i}"))
+        if s == plan.last:
+            lines += self.tail()
+        return lines
