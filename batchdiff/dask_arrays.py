@@ -57,8 +57,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import api, batching, kernels
+from . import batching, kernels
+from .batched import BatchedTransform
 from .sparse import Pattern, SparseResult
+from .transforms import Program, _unpack
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +107,8 @@ def call(transformed, args, out=None):
     log.debug("%s on Dask arrays: %d points in %d blocks, tape of %d ops",
               transformed.kind, batch.size, len(chunks), prog.tape.num_ops)
     by_leaf = {id(leaf): r for leaf, r in zip(leaves, results)}
-    return api._unpack(transformed.kind, prog.results, transformed.single,
-                       lambda leaf: _lazy_result(leaf, by_leaf[id(leaf)]))
+    return _unpack(transformed.kind, prog.results, transformed.single,
+                   lambda leaf: _lazy_result(leaf, by_leaf[id(leaf)]))
 
 
 # -- the client side: checking and laying out the arguments ----------------------------
@@ -245,7 +247,7 @@ class _Plan:
     mode: str
     sparse: object                # None, "full" or "upper"
     key: tuple                    # (per-point shapes, dtype): the program's cache key
-    program: api.Program
+    program: Program
 
     @classmethod
     def of(cls, t, in_axes, key, program) -> "_Plan":
@@ -258,11 +260,11 @@ class _Plan:
         return hashlib.sha256(pickle.dumps(self, protocol=5)).hexdigest()[:32]
 
     @functools.cached_property
-    def runner(self) -> api.Transformed:
+    def runner(self) -> BatchedTransform:
         """The transform, holding the client's program: built once per process, never traced."""
-        t = api.Transformed(_traced_on_client, self.kind, self.argnums, self.in_axes,
-                            self.backend, self.method, self.mode, sparse=self.sparse is not None,
-                            triangle="upper" if self.sparse == "upper" else "full")
+        t = BatchedTransform(_traced_on_client, self.kind, self.argnums, self.in_axes,
+                             self.backend, self.method, self.mode, sparse=self.sparse is not None,
+                             triangle="upper" if self.sparse == "upper" else "full")
         t._programs[self.key] = self.program
         return t
 
@@ -313,7 +315,7 @@ def _kernel_threads(plan, blocks):
     threads = _worker_threads()
     on_cpu = all(batching.array_module(b) is np for b in blocks if hasattr(b, "shape"))
     if threads is None or not on_cpu or plan.backend not in (None, "numba") or not (
-            kernels.HAVE_NUMBA):
+            kernels.backend("numba").available()):
         yield
         return
     import numba

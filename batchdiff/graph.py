@@ -6,7 +6,7 @@ the number of inputs, which always come first. It is frozen, hashable and printa
 
 A ``Graph`` builds tapes. Every node is hash-consed (the same op on the same arguments
 is the same node, so common subexpressions are shared for free) and passes through
-``simplify.rewrite`` (constant folding and algebraic identities) before it is made.
+``peephole.rewrite`` (constant folding and algebraic identities) before it is made.
 ``Var`` is a handle on one node whose Python operators build new nodes; the tracer
 wraps arrays of them, and the derivative rules in ``ops.py`` are written with them.
 """
@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import simplify
+from . import peephole
 from .errors import LeakedTracerError, TracerConversionError
 from .ops import OPS
 
@@ -174,7 +174,7 @@ class Graph:
         """Node ``op(*args)`` after folding and identities; existing node if seen before."""
         if OPS[op].commutative and args[0] > args[1]:
             args = (args[1], args[0])
-        node = simplify.rewrite(self, op, args)
+        node = peephole.rewrite(self, op, args)
         if node is not None:
             return node
         return self._intern((op, args), Instr(op, args))

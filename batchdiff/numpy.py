@@ -26,8 +26,8 @@ from numpy import (  # noqa: F401  (re-exported: they dispatch to traced values)
 from .graph import active_graphs as _active_graphs
 from .graph import apply as _apply
 from .graph import Var as _Var
-from .tracer import TracedArray as _TracedArray
-from .tracer import _check_live, _has_tracer, _objects
+from .traced_array import TracedArray as _TracedArray
+from .traced_array import _check_live, _has_tracer, _objects
 
 linalg_norm = _np.linalg.norm
 

@@ -6,7 +6,7 @@ its local partial derivatives (written with ``Var`` arithmetic, so they build gr
 nodes), and its spelling for the two code-generation targets. Forward mode, reverse
 mode and Hessians are all derived from these partials; nothing else in the package
 knows an op's calculus. Adding an op means adding one entry here (and, if NumPy
-users should reach it, one line in ``tracer.UFUNCS``); ``tests/test_ops.py`` fails
+users should reach it, one line in ``ufuncs.UFUNCS``); ``tests/test_ops.py`` fails
 for an entry with anything missing.
 
 Spellings are format strings over the argument expressions ``{0}``, ``{1}``, ``{2}``:
@@ -23,7 +23,7 @@ splits 1/2 and 1/2, hypot'(0, 0) = (0, 0)), and x itself on clip's closed interv
 (the value there is x, so the derivative is 1).
 
 Derived operations (``square``, ``reciprocal``, ``log10`` ...) are written in terms of
-these primitives in ``tracer.py`` and add no rules.
+these primitives in ``ufuncs.py`` and add no rules.
 """
 from __future__ import annotations
 

@@ -1,153 +1,13 @@
-"""Simplification: constant folding and algebraic identities, plus whole-tape cleanup.
+"""Whole-tape cleanup: a finished tape simplified again, or stripped of ``stop``.
 
-``rewrite`` is called by ``Graph.add`` for every node before it is made (a peephole
-pass that runs as the graph grows), so derivative graphs never hold the structural
-zeros and ones of the chain rule: ``x*0``, ``x*1``, ``x+0`` vanish as they appear.
-Common-subexpression elimination is the builder's hash-consing, and dead code is
-dropped when a graph is frozen (``graph.compact``). ``simplify(tape)`` runs all of it
-again over a finished tape.
-
-Rules keep IEEE semantics except two: ``x*0 -> 0``, which every AD system takes (it is
-what makes structural zeros vanish: a NaN or inf multiplied by a literal zero gives 0),
-and ``c1*(c2*x) -> (c1*c2)*x``, which may round differently in the last bit (the chain
-rule makes many such products: the gradient of ``3*x**3`` is ``9*x**2``, not ``3*(3*x**2)``).
+The peephole rewrites (``peephole.py``) run as a graph grows; common-subexpression
+elimination is the builder's hash-consing, and dead code is dropped when a graph is
+frozen (``graph.compact``). ``simplify(tape)`` runs all of it again over a finished
+tape, by replaying it into a fresh graph.
 """
 from __future__ import annotations
 
-import numpy as np
-
-from .ops import COMPARISONS, OPS
-
-
-def rewrite(g, op: str, args: tuple):
-    """A node equal to ``op(*args)`` found or made without making that node, or None."""
-    consts = [g.const_value(a) for a in args]
-    if all(c is not None for c in consts):
-        with np.errstate(all="ignore"):
-            value = OPS[op].value(*(np.float64(c) for c in consts))
-        return g.const(value)
-    rule = _RULES.get(op)
-    return rule(g, args, consts) if rule else None
-
-
-def _is(g, node, op):
-    return g.instrs[node].op == op
-
-
-def _scaled(g, node):
-    """``(c, x)`` when ``node`` is ``c * x`` with a constant ``c``, else None."""
-    ins = g.instrs[node]
-    if ins.op == "mul":
-        for k in (0, 1):
-            value = g.const_value(ins.args[k])
-            if value is not None:
-                return value, ins.args[1 - k]
-    return None
-
-
-def _add(g, args, c):
-    a, b = args
-    if c[0] == 0.0:
-        return b
-    if c[1] == 0.0:
-        return a
-    if a == b:
-        return g.add("mul", (g.const(2.0), a))
-    if _is(g, b, "neg"):
-        return g.add("sub", (a, g.instrs[b].args[0]))
-    if _is(g, a, "neg"):
-        return g.add("sub", (b, g.instrs[a].args[0]))
-    return None
-
-
-def _sub(g, args, c):
-    a, b = args
-    if c[1] == 0.0:
-        return a
-    if c[0] == 0.0:
-        return g.add("neg", (b,))
-    if _is(g, b, "neg"):
-        return g.add("add", (a, g.instrs[b].args[0]))
-    return None
-
-
-def _mul(g, args, c):
-    a, b = args
-    for k in (0, 1):
-        other = args[1 - k]
-        if c[k] == 0.0:
-            return g.const(0.0)
-        if c[k] == 1.0:
-            return other
-        if c[k] == -1.0:
-            return g.add("neg", (other,))
-        if c[k] is not None:
-            inner = g.instrs[other]
-            if inner.op == "neg":
-                return g.add("mul", (g.const(-c[k]), inner.args[0]))
-            scaled = _scaled(g, other)
-            if scaled is not None:
-                return g.add("mul", (g.const(scaled[0] * c[k]), scaled[1]))
-    if _is(g, a, "neg") and _is(g, b, "neg"):
-        return g.add("mul", (g.instrs[a].args[0], g.instrs[b].args[0]))
-    return None
-
-
-def _div(g, args, c):
-    a, b = args
-    if c[1] == 1.0:
-        return a
-    if c[1] == -1.0:
-        return g.add("neg", (a,))
-    return None
-
-
-def _neg(g, args, c):
-    inner = g.instrs[args[0]]
-    if inner.op == "neg":
-        return inner.args[0]
-    scaled = _scaled(g, args[0])
-    if scaled is not None:
-        return g.add("mul", (g.const(-scaled[0]), scaled[1]))
-    return None
-
-
-def _pow(g, args, c):
-    a, b = args
-    if c[1] == 1.0:
-        return a
-    if c[1] == 0.0:
-        return g.const(1.0)
-    if c[1] == 2.0:
-        return g.add("mul", (a, a))
-    if c[1] == -1.0:
-        return g.add("div", (g.const(1.0), a))
-    return None
-
-
-def _where(g, args, c):
-    cond, a, b = args
-    if c[0] is not None:
-        return a if c[0] != 0.0 else b
-    if a == b:
-        return a
-    return None
-
-
-def _ne(g, args, c):
-    # ne(comparison, 0) is the comparison itself: conditions from logical_and/or
-    for k in (0, 1):
-        if c[1 - k] == 0.0 and g.instrs[args[k]].op in COMPARISONS:
-            return args[k]
-    return None
-
-
-def _stop(g, args, c):
-    return args[0] if _is(g, args[0], "stop") else None
-
-
-_RULES = {"add": _add, "sub": _sub, "mul": _mul, "div": _div, "neg": _neg,
-          "pow": _pow, "where": _where, "ne": _ne, "stop": _stop}
+from .graph import Graph, Instr, compact, replay
 
 
 def simplify(tape):
@@ -158,7 +18,6 @@ def simplify(tape):
     >>> t.num_ops
     0
     """
-    from .graph import Graph, replay
     g = Graph()
     inputs = [g.input() for _ in range(tape.n_inputs)]
     vals = replay(g, tape, inputs)
@@ -171,7 +30,6 @@ def strip_stops(tape):
     Executors run this: once no further derivative will be taken, ``stop`` is
     the identity.
     """
-    from .graph import compact, Instr
     alias = list(range(len(tape.instrs)))
     instrs = []
     for i, ins in enumerate(tape.instrs):

@@ -5,14 +5,14 @@ import argparse
 import signal
 import time
 
-from . import __doc__ as overview
 from .check import DTYPES, EXECUTORS, Tally, check_range, rerun, reproducer, summary
 
 
 def main(argv=None) -> int:
     """The command line; exit status 1 if anything failed."""
-    parser = argparse.ArgumentParser(prog="python -m batchdiff.fuzz",
-                                     description=overview.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m batchdiff.fuzz",
+        description="Differential fuzzing of derivatives: random expression graphs against mpmath.")
     parser.add_argument("--graphs", type=int, default=1000, help="how many graphs")
     parser.add_argument("--seed", type=int, default=0, help="graph i is drawn from seed + i")
     parser.add_argument("--start", type=int, default=0, help="first graph i (to resume)")

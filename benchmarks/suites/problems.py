@@ -24,9 +24,9 @@ import numpy as np
 
 import batchdiff as bd
 from batchdiff import ad
-from batchdiff.api import build_program
 from batchdiff.kernels import cache, layout, numba_compiled, numba_replay
 from batchdiff.tracer import trace
+from batchdiff.transforms import build_program
 
 B = 100_000                 # points per batch in the run benchmarks
 WARM_B = 4096               # a warm-up batch: big enough for the parallel path (>= 2048)

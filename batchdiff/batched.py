@@ -1,0 +1,166 @@
+"""A transform run on arrays in memory: its options, its traced programs, and a call.
+
+``BatchedTransform`` holds a transform's checked options and one ``Program`` per
+argument shapes and dtype (traced once, then cached). A call splits its arguments into
+f's and the tangents or cotangent, lays them out as a batch, and runs the program over
+it into fresh result arrays or the caller's ``out=``. ``api.Transformed`` builds on it
+(keyword arguments, traced values, Dask arrays, inspection); a Dask worker runs its
+blocks with one that holds the program the client traced (``dask_arrays``).
+
+>>> import numpy as np
+>>> BatchedTransform(lambda v: np.sum(v ** 2), "grad")(np.array([[1.0, 2.0]]))
+array([[2., 4.]])
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from . import ad, batching, kernels, outputs
+from .sparse import SparseResult
+from .transforms import KINDS, TRANSFORMS, Program, _unpack, build_program
+
+
+def _check_mode(mode):
+    if mode not in ad.MODES:
+        raise ValueError(f"mode={mode!r}: use one of {ad.MODES}")
+
+
+def _check_sparse(kind, sparse, triangle, single):
+    """None (dense), "full" or "upper": how the results of a transform are stored."""
+    if not isinstance(sparse, (bool, np.bool_)):
+        raise TypeError(f"sparse must be True or False, got {sparse!r}")
+    if triangle not in ("full", "upper"):
+        raise ValueError(f"triangle={triangle!r}: use 'full' or 'upper'")
+    if triangle == "upper" and not (sparse and kind == "hessian"):
+        raise ValueError("triangle='upper' stores half of a sparse Hessian: it goes with "
+                         "bd.hessian(f, sparse=True, triangle='upper')")
+    if triangle == "upper" and not single:
+        raise ValueError("triangle='upper' needs one differentiated argument (argnums an "
+                         "int): the blocks of a Hessian in several arguments are not "
+                         "symmetric one by one; stack the arguments into one vector")
+    return ("upper" if triangle == "upper" else "full") if sparse else None
+
+
+class BatchedTransform:
+    """A transform of ``f`` (one of ``transforms.KINDS``) run on in-memory batches.
+
+    ``t(*args, out=None)``: f's positional arguments (then tangents or a cotangent),
+    each a NumPy or CuPy array with its batch axis as ``in_axes`` says.
+    """
+
+    def __init__(self, f, kind, argnums=0, in_axes=0, backend=None, method="auto",
+                 mode="auto", sparse=False, triangle="full"):
+        if not callable(f):
+            raise TypeError(f"batchdiff.{kind} needs a function, got {type(f).__name__}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown transform {kind!r}")
+        self.f, self.kind, self.in_axes = f, kind, in_axes
+        self.single = isinstance(argnums, (int, np.integer))
+        if not (self.single or isinstance(argnums, (tuple, list)) and argnums and all(
+                isinstance(a, (int, np.integer)) for a in argnums)):
+            raise TypeError(f"argnums must be an int or a non-empty tuple of ints, got {argnums!r}")
+        self.argnums = (int(argnums),) if self.single else tuple(int(a) for a in argnums)
+        if len(set(self.argnums)) != len(self.argnums):
+            raise ValueError(f"argnums {argnums!r} repeats an argument")
+        _check_mode(mode)
+        kernels.check_choice(backend, method)
+        self.backend, self.method, self.mode = backend, method, mode
+        self.sparse = _check_sparse(kind, sparse, triangle, self.single)
+        self._programs: dict = {}
+        functools.update_wrapper(self, f, updated=())
+
+    @property
+    def n_extra(self) -> int:
+        """How many arguments after f's own: tangents (jvp, hvp) or a cotangent (vjp)."""
+        extra = TRANSFORMS[self.kind].extra
+        return len(self.argnums) if extra == "tangent" else 1 if extra == "cotangent" else 0
+
+    def _split(self, args):
+        n_f = len(args) - self.n_extra
+        if n_f < 1 and not self.n_extra:
+            raise TypeError(f"{self.kind} was called with no arguments: call it on a batch of "
+                            "points, g(X), where f takes one point as its first argument "
+                            "(X of shape (B, ...)); a function of no arguments has nothing "
+                            "to differentiate")
+        if n_f < 1:
+            what = TRANSFORMS[self.kind].extra
+            raise TypeError(f"{self.kind} takes the function's arguments followed by "
+                            f"{self.n_extra} {what} array(s); got {len(args)} argument(s)")
+        for a in self.argnums:
+            if not -n_f <= a < n_f:
+                raise ValueError(f"argnums={a} but the function was given {n_f} argument(s)")
+        return args[:n_f], args[n_f:]
+
+    def _argnums(self, n_f):
+        return tuple(a % n_f for a in self.argnums)
+
+    def _program(self, shapes, dtype) -> Program:
+        key = (tuple(shapes), np.dtype(dtype).str)
+        prog = self._programs.get(key)
+        if prog is None:
+            prog = build_program(self.kind, self.f, shapes, self._argnums(len(shapes)),
+                                 self.mode, dtype, self.sparse)
+            if not prog.captured:        # captured values belong to one enclosing trace
+                self._programs[key] = prog
+        return prog
+
+    def _extra_blocks(self, extra, batch, prog):
+        """Tangents / cotangent as input blocks, checked against the shapes they must have."""
+        if TRANSFORMS[self.kind].extra == "cotangent":
+            shapes, what = [prog.out_shape], "cotangent (shaped like the function's output)"
+        else:
+            shapes = [batch.shapes[i] for i in self._argnums(len(batch.shapes))]
+            what = "tangent (shaped like the argument it goes with)"
+        blocks = []
+        for k, (v, shape) in enumerate(zip(extra, shapes)):
+            blocks.append(batching.extra_block(v, shape, batch, f"{self.kind} {what} #{k}"))
+        return blocks
+
+    def _prepare(self, args):
+        """The program, the batch and the tangent/cotangent blocks of a call on ``args``."""
+        prim, extra = self._split(args)
+        batch = batching.prepare(prim, self.in_axes)
+        prog = self._program(batch.shapes, batch.dtype)
+        return prog, batch, self._extra_blocks(extra, batch, prog)
+
+    def _run(self, prog, batch, extra_blocks, out):
+        """Run ``prog`` over ``batch``: the results, in ``out`` when it is given."""
+        name = kernels.resolve(self.backend, batch.xp)
+        if out is None:
+            given = [None] * len(prog.leaves)
+            arrays = [_new_leaf(leaf, name, batch) for leaf in prog.leaves]
+        else:
+            given = outputs.match(out, _unpack(self.kind, prog.results, self.single,
+                                               lambda leaf: leaf), prog.leaves)
+            arrays = [outputs.check(g, leaf, batch, name) for g, leaf in zip(given, prog.leaves)]
+            outputs.check_overlap(arrays, batch.blocks + extra_blocks, batch.xp)
+        kernels.execute(prog.executable, batch.blocks + extra_blocks, batch,
+                        [outputs.rows(a, leaf.width, batch.xp) for a, leaf in
+                         zip(arrays, prog.leaves)], name, self.method, fresh=out is None)
+        results = {id(leaf): (a, g) for leaf, a, g in zip(prog.leaves, arrays, given)}
+        return _unpack(self.kind, prog.results, self.single,
+                       lambda leaf: _result(leaf, *results[id(leaf)]))
+
+    def __call__(self, *args, out=None):
+        """Evaluate on a batch: f's positional arguments (then tangents or a cotangent)."""
+        return self._run(*self._prepare(args), out)
+
+
+def _new_leaf(leaf, name, batch):
+    """A fresh array for ``leaf``: ``(B, *shape)`` dense, ``(B, nnz)`` sparse values."""
+    if leaf.pattern is not None:
+        return kernels.empty(name, batch.xp, leaf.width, batch.size, batch.dtype,
+                             contiguous=True)
+    rows = kernels.empty(name, batch.xp, leaf.width, batch.size, batch.dtype)
+    return outputs.unflatten(rows, (batch.size,) + leaf.shape, batch.xp)
+
+
+def _result(leaf, array, given):
+    """What the caller gets for ``leaf``: the array, a SparseResult, or what they passed."""
+    if leaf.pattern is None:
+        return array
+    if isinstance(given, SparseResult):
+        return given
+    return SparseResult(array, leaf.pattern, leaf.shape)

@@ -1,0 +1,402 @@
+"""``TracedArray``, the array-like a traced function receives, and the NumPy functions it handles.
+
+Its elements are ``Var`` handles (or plain floats for constants) in an object array.
+NumPy ufuncs reach it through ``__array_ufunc__`` (``ufuncs.py``) and NumPy functions
+through ``__array_function__`` (``HANDLED_FUNCTIONS``). Structural functions (reshape,
+stack, indexing ...) and the ones NumPy builds from ``+`` and ``*`` (sum, dot, matmul,
+cross, einsum ...) run NumPy's own code on the object array of elements.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import ufuncs
+from .errors import LeakedTracerError, TracerConversionError, UnsupportedOperationError
+from .graph import Var, active_graphs
+from .ufuncs import Operators, elementwise, where_fn
+
+
+def _objects(x):
+    """The object array behind ``x`` (TracedArray, NumPy array, number, nested list)."""
+    if isinstance(x, TracedArray):
+        return x._v
+    if isinstance(x, (list, tuple)):
+        parts = [_objects(e) for e in x]
+        if any(p.shape != parts[0].shape for p in parts):
+            raise ValueError("nested sequence of traced values with unequal shapes: "
+                             f"{[p.shape for p in parts]}")
+        out = np.empty((len(parts),) + (parts[0].shape if parts else ()), dtype=object)
+        for i, p in enumerate(parts):
+            out[i, ...] = p       # copies elements (out[i] = p would nest a 0-d array)
+        return out
+    if isinstance(x, Var):
+        out = np.empty((), dtype=object)
+        out[()] = x
+        return out
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"cannot use a value of dtype {arr.dtype} in a traced computation: "
+                        "batchdiff handles real numbers (bool, int, float)")
+    return arr.astype(np.float64).astype(object)
+
+
+def _unwrap(x):
+    """Arguments as NumPy sees them: TracedArrays become their object arrays."""
+    if isinstance(x, TracedArray):
+        return x._v
+    if isinstance(x, (list, tuple)):
+        items = [_unwrap(e) for e in x]
+        return type(x)(items) if isinstance(x, list) else tuple(items)
+    return x
+
+
+def _wrap(result, dtype):
+    if isinstance(result, np.ndarray):
+        return TracedArray(result.astype(object, copy=False), dtype)
+    arr = np.empty((), dtype=object)
+    arr[()] = result
+    return TracedArray(arr, dtype)
+
+
+def _dtype_of(args):
+    for a in args:
+        if isinstance(a, TracedArray):
+            return a.dtype
+        if isinstance(a, (list, tuple)):
+            d = _dtype_of(a)
+            if d is not None:
+                return d
+    return None
+
+
+def _has_tracer(x) -> bool:
+    if isinstance(x, (TracedArray, Var)):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_has_tracer(e) for e in x)
+    return False
+
+
+LEAKED = ("a traced value was used after the call of f that traced it had returned: it "
+          "escaped that call (kept in a list, a global or a closure, as s.append(v) inside "
+          "f does) and has no values outside it. Return it from f instead (several results: "
+          "np.stack or np.concatenate them; f's value with its derivative: "
+          "bd.value_and_grad or bd.jvp)")
+
+
+def _check_live(x):
+    """Raise LeakedTracerError if ``x`` holds traced values of a trace that has ended.
+
+    A TracedArray outside every trace has escaped one; inside a trace, its first
+    traced element must belong to a running trace (a mix is caught when the values
+    meet, by ``Graph.operand``). Lists and tuples are searched.
+    """
+    if isinstance(x, TracedArray):
+        values = x._v
+        first = values.flat[0] if values.size else None
+    elif isinstance(x, (list, tuple)):
+        for e in x:
+            _check_live(e)
+        return
+    elif isinstance(x, Var):
+        values, first = None, x
+    else:
+        return
+    stack = active_graphs()
+    if not stack:
+        raise LeakedTracerError(LEAKED)
+    if not isinstance(first, Var) and values is not None:    # a constant first: look further
+        first = next((v for v in values.flat if isinstance(v, Var)), None)
+    if first is not None and first.graph not in stack:
+        raise LeakedTracerError(LEAKED)
+
+
+_NO_NUMBER = "it has no number while batchdiff traces your function (f runs once, on "\
+             "placeholders for the values of one point). "
+
+
+def _no_number(what: str, fix: str):
+    """A method of TracedArray that needs a number: it raises, saying ``what`` and ``fix``."""
+    def method(self, *args, **kwargs):
+        _check_live(self)
+        raise TracerConversionError(f"{what} of a traced value: {_NO_NUMBER}{fix}")
+    method.__name__ = what
+    return method
+
+
+class TracedArray(Operators):
+    """The array-like a batchdiff-transformed function receives for one point.
+
+    It supports NumPy ufuncs, the NumPy functions listed in ``HANDLED_FUNCTIONS``,
+    operators (``@`` and ``**`` included), static indexing and slicing, item
+    assignment, ``reshape`` and ``.T``. Its values are unknown while tracing, so
+    Python control flow on them raises; use ``np.where``.
+    """
+    __array_priority__ = 1000
+    __slots__ = ("_v", "dtype")
+    __hash__ = None
+
+    def __init__(self, values: np.ndarray, dtype=np.float64):
+        self._v = values
+        self.dtype = np.dtype(dtype)
+
+    # -- NumPy protocols -------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        for x in inputs:
+            _check_live(x)
+        if kwargs.get("out") is not None:
+            raise UnsupportedOperationError(
+                f"np.{ufunc.__name__}(..., out=...) writes in place, which traced values do not "
+                "support: use the returned value instead")
+        ufuncs.check(ufunc, method)
+        return _wrap(ufuncs.call(ufunc, method, [_objects(x) for x in inputs], kwargs),
+                     _dtype_of(inputs))
+
+    def __array_function__(self, func, types, args, kwargs):
+        _check_live(args)
+        _check_live(list(kwargs.values()))
+        handler = HANDLED_FUNCTIONS.get(func)
+        if handler is None:
+            name = getattr(func, "__module__", "numpy").replace("numpy", "np") + "." + func.__name__
+            raise UnsupportedOperationError(
+                f"{name} is not supported on traced values. Supported NumPy functions: "
+                + ", ".join(sorted(f.__name__ for f in HANDLED_FUNCTIONS)))
+        return handler(*args, **kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        _check_live(self)
+        raise TracerConversionError(
+            "np.array/np.asarray of a traced value: it has no numbers while batchdiff traces "
+            "your function. Use np.stack([...]) or bd.numpy.array([...]) to build arrays "
+            "from traced values")
+
+    # -- array attributes ------------------------------------------------------------
+    shape = property(lambda self: self._v.shape)
+    ndim = property(lambda self: self._v.ndim)
+    size = property(lambda self: self._v.size)
+    T = property(lambda self: self.transpose())
+    mT = property(lambda self: self._moved(np.swapaxes(self._v, -1, -2)))
+
+    def __repr__(self):
+        return f"TracedArray(shape={self.shape}, dtype={self.dtype})"
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d traced value")
+        return self.shape[0]
+
+    def __iter__(self):
+        _check_live(self)
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d traced value")
+        return (TracedArray(np.asarray(self._v[i], dtype=object), self.dtype)
+                if self.ndim > 1 else _wrap(self._v[i], self.dtype)
+                for i in range(self.shape[0]))
+
+    def __getitem__(self, key):
+        _check_live(self)
+        if _has_tracer(key if isinstance(key, tuple) else (key,)):
+            raise TracerConversionError(
+                "indexing with a traced value: indices must be known when tracing "
+                "(Python ints, slices, or NumPy arrays); select values with np.where instead")
+        return _wrap(self._v[_unwrap(key)], self.dtype)
+
+    def __setitem__(self, key, value):
+        _check_live(value)
+        if _has_tracer(key if isinstance(key, tuple) else (key,)):
+            raise TracerConversionError("assignment at a traced index is not supported: "
+                                        "indices must be known when tracing")
+        obj = _objects(value)
+        self._v[key] = obj[()] if obj.ndim == 0 else obj
+
+    # -- what needs a number: Python control flow, conversions, rounding ----------------
+    def __bool__(self):
+        _check_live(self)
+        Var.__bool__(self)
+
+    def __float__(self):
+        _check_live(self)
+        Var.__float__(self)
+
+    __int__ = _no_number(
+        "int()", "A count, size or index must be known when tracing: take it from a shape "
+        "(len(x), x.shape[0]) or pass it in as a Python int (a keyword argument of f is a "
+        "constant of the trace)")
+    __index__ = _no_number(
+        "an index or count (list[v], range(v), a slice bound)", "Indices must be known when "
+        "tracing: use Python ints, and select values with np.where(cond, a, b) instead")
+    __complex__ = _no_number(
+        "complex()", "batchdiff differentiates real functions: keep the real and imaginary "
+        "parts as two real values")
+    item = _no_number(
+        "v.item()", "Use v itself: a traced 0-d value works in arithmetic and NumPy functions "
+        "(v[i] or v.reshape(()) picks one element); for a value the derivative does not flow "
+        "through, as PyTorch's tensor.item() gives, use bd.stop_gradient(v)")
+    tolist = _no_number(
+        "v.tolist()", "Use v itself, or list(v) for a list of its traced elements")
+    __round__ = _no_number(
+        "round()", "Rounding has no derivative and batchdiff has no rounding op: round "
+        "outside f, and pass the rounded numbers in as an argument")
+    __trunc__ = _no_number("math.trunc()", "Truncate outside f and pass the numbers in")
+    __floor__ = _no_number("math.floor()", "Round down outside f and pass the numbers in")
+    __ceil__ = _no_number("math.ceil()", "Round up outside f and pass the numbers in")
+
+    def __format__(self, spec):
+        if not spec:
+            return repr(self)
+        _check_live(self)
+        raise TracerConversionError(
+            f"formatting a traced value with {spec!r}: {_NO_NUMBER}Print numbers outside f, "
+            "from the arrays the transform returns (bd.value_and_grad gives f's values too)")
+
+    # -- methods ---------------------------------------------------------------------
+    def _moved(self, values):
+        """A TracedArray of ``values``, moved out of this one (which must be live)."""
+        _check_live(self)
+        return TracedArray(values, self.dtype)
+
+    def reshape(self, *shape, order="C"):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return self._moved(self._v.reshape(shape, order=order))
+
+    def transpose(self, *axes):
+        return self._moved(self._v.transpose(*axes))
+
+    def ravel(self):
+        return self._moved(self._v.ravel())
+
+    flatten = ravel
+
+    def squeeze(self, axis=None):
+        return self._moved(self._v.squeeze(axis))
+
+    def copy(self):
+        return self._moved(self._v.copy())
+
+    def astype(self, dtype, copy=True):
+        if np.dtype(dtype).kind != "f":
+            raise TracerConversionError(f"astype({dtype}) of a traced value: only float "
+                                        "dtypes are supported while tracing")
+        _check_live(self)
+        return TracedArray(self._v.copy(), dtype)
+
+    def sum(self, axis=None, keepdims=False):
+        return np.sum(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims=False):
+        return np.prod(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return np.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return np.max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return np.min(self, axis=axis, keepdims=keepdims)
+
+    def dot(self, other):
+        return np.dot(self, other)
+
+
+# -- NumPy functions ------------------------------------------------------------------
+
+def _by_numpy(func):
+    """Run NumPy's own ``func`` on the object arrays (it only moves elements or uses + and *)."""
+    def handler(*args, **kwargs):
+        dtype = _dtype_of(args) or _dtype_of(list(kwargs.values()))
+        return _wrap(func(*_unwrap(list(args)), **kwargs), dtype)
+    return handler
+
+
+def _where(condition, x=None, y=None):
+    if x is None or y is None:
+        raise UnsupportedOperationError(
+            "np.where(condition) with one argument (indices of non-zeros) depends on values; "
+            "use the three-argument np.where(condition, x, y)")
+    dtype = _dtype_of([condition, x, y])
+    return _wrap(np.frompyfunc(where_fn, 3, 1)(_objects(condition), _objects(x), _objects(y)),
+                 dtype)
+
+
+def _reduction(ufunc):
+    def handler(a, axis=None, keepdims=False, **kwargs):
+        if kwargs.get("out") is not None or kwargs.get("where", True) is not True:
+            raise UnsupportedOperationError(
+                f"np.{ufunc.__name__} reductions with out= or where= are not supported")
+        return ufunc.reduce(a if isinstance(a, TracedArray) else _wrap(_objects(a), None),
+                            axis=axis, keepdims=keepdims)
+    return handler
+
+
+def _like(fill):
+    def handler(a, dtype=None, shape=None, **kwargs):
+        shape = np.shape(a._v if isinstance(a, TracedArray) else a) if shape is None else shape
+        return TracedArray(np.full(shape, fill, dtype=object), dtype or getattr(a, "dtype", None))
+    return handler
+
+
+def _full_like(a, fill_value, dtype=None, shape=None, **kwargs):
+    shape = a.shape if shape is None else shape
+    return _wrap(np.broadcast_to(_objects(fill_value), shape).copy(), dtype or a.dtype)
+
+
+def _clip(a, a_min=None, a_max=None, **kwargs):
+    """np.clip as one ``clip`` op per element (a missing bound is an infinite one)."""
+    a_min = kwargs.pop("min", a_min)
+    a_max = kwargs.pop("max", a_max)
+    if kwargs.get("out") is not None:
+        raise UnsupportedOperationError(
+            "np.clip(..., out=...) writes in place, which traced values do not support: "
+            "use the returned value instead")
+    if a_min is None and a_max is None:
+        return a
+    args = (a, -math.inf if a_min is None else a_min, math.inf if a_max is None else a_max)
+    return _wrap(np.frompyfunc(elementwise("clip"), 3, 1)(*(_objects(x) for x in args)),
+                 _dtype_of(args))
+
+
+def _norm(x, ord=None, axis=None, keepdims=False):
+    matrix = (np.ndim(x) if axis is None else np.size(axis)) == 2
+    if ord not in (None, 2, "fro") or (ord == 2 and matrix):
+        raise UnsupportedOperationError(
+            f"np.linalg.norm(ord={ord!r}) is not supported on traced values: "
+            "only the 2-norm of vectors and the Frobenius norm (ord=None or 'fro')")
+    squares = np.sum(x * x, axis=axis, keepdims=keepdims)
+    # sqrt'(0) = inf times d(x*x) = 0 would make the derivative NaN at x = 0; it is 0
+    # there, as for hypot(0, 0) (the double where keeps NaN out of reverse mode too)
+    zero = squares == 0.0
+    return np.where(zero, 0.0, np.sqrt(np.where(zero, 1.0, squares)))
+
+
+def _shape(a):
+    return a.shape
+
+
+HANDLED_FUNCTIONS = {
+    # structural: NumPy moves the elements
+    **{f: _by_numpy(f) for f in (
+        np.reshape, np.transpose, np.ravel, np.squeeze, np.expand_dims, np.moveaxis,
+        np.swapaxes, np.stack, np.concatenate, np.hstack, np.vstack, np.column_stack,
+        np.atleast_1d, np.atleast_2d, np.diag, np.diagonal, np.flip, np.roll,
+        np.broadcast_to, np.tile, np.repeat, np.copy, np.triu, np.tril, np.fliplr,
+        np.flipud)},
+    # built by NumPy from + and * on the elements
+    **{f: _by_numpy(f) for f in (
+        np.sum, np.prod, np.mean, np.dot, np.vdot, np.inner, np.outer, np.cross,
+        np.trace, np.einsum, np.tensordot, np.cumsum, np.cumprod, np.kron)},
+    np.where: _where,
+    np.max: _reduction(np.maximum), np.amax: _reduction(np.maximum),
+    np.min: _reduction(np.minimum), np.amin: _reduction(np.minimum),
+    np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
+    np.full_like: _full_like,
+    np.clip: _clip,
+    np.linalg.norm: _norm,
+    np.shape: _shape,
+    np.ndim: lambda a: a.ndim,
+    np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
+}
+
