@@ -168,6 +168,11 @@ def is_built(name: str, dtype) -> bool:
     return module is not None and sys.modules.get(name) is module
 
 
+def any_built() -> bool:
+    """Whether this process has loaded or compiled any generated module (Numba is up)."""
+    return bool(_built)
+
+
 def unload(name: str):
     """Forget generated module ``name`` in this process (its files stay on disk): a later
     ``load`` imports it again. Callers that hold the module object can still run it."""

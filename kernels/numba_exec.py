@@ -6,7 +6,9 @@ ready without making a call wait (``warmup``):
 1. the compiled kernel of this tape or the replay interpreter, if both are loaded or
    compiled on disk: whichever ran faster on this tape's first calls (``_Race``);
 2. the replay interpreter, if it is loaded or compiled on disk (once per machine);
-3. the NumPy reference interpreter, on a machine where nothing is compiled yet.
+3. the NumPy reference interpreter, on a machine where nothing is compiled yet, and in
+   a process that has loaded no kernel yet for a call it finishes sooner than loading
+   one takes (about 0.3 s: Numba and LLVM start): the kernels load in a thread meanwhile.
 
 The replay interpreter is compiled in the background the first time it is missing.
 A compiled kernel is worth its compile time (about 3 ms per op, once, cached on disk)
@@ -140,6 +142,8 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
     """
     if method != "auto":
         return method
+    if warmup.preloading():           # kernels are loading: wait for them, then use them
+        warmup.wait_preload()
     widths = (len(tape.outputs),) if widths is None else tuple(widths)
     key = (tape, str(dtype), sources, widths)
     race = _races.get(key)
@@ -162,12 +166,26 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
         _warn_once(e)
         replay_ready = numba_replay.is_loaded(dtype)
         compiled_ready = small and numba_compiled.is_loaded(key)
+    if (replay_ready or compiled_ready) and _quicker_on_numpy(tape, batch_size):
+        loads = [lambda: numba_replay.interpreter(dtype, wait=False)] if replay_ready else []
+        if compiled_ready:
+            loads.append(lambda: numba_compiled.kernel_module(tape, dtype, sources, widths,
+                                                              wait=False))
+        warmup.preload(*loads)
+        return "numpy"
     if compiled_ready:
         if not replay_ready:
             return "compiled"
         race = _races[key] = _Race()
         return race.pick(fresh)
     return "replay" if replay_ready else "numpy"
+
+
+def _quicker_on_numpy(tape, batch_size) -> bool:
+    """Whether this call, in a process that has loaded no kernel yet, should run on NumPy
+    while the kernels load in the background (``warmup.preload``)."""
+    return (warmup.enabled() and not cache.any_built()
+            and warmup.numpy_seconds(tape, batch_size) < warmup.LOAD_SECONDS)
 
 
 def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
@@ -207,6 +225,7 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
         how = "numpy"
     if how == "numpy":
         evaluate(tape, blocks, batch_size, dtype, outs=outs)
+        warmup.start_preload()        # after the call: it would slow it (``warmup.preload``)
         return
     race = _races.get(key) if method == "auto" else None
     if race is not None:

@@ -10,8 +10,14 @@ the module when the machine code is on disk; the next call loads it from there.
 No process is started while another process holds the kernel's compile lock (it is
 compiling it already), and a kernel whose compiler failed is tried again only once.
 
-``BATCHDIFF_BACKGROUND_COMPILE=0`` turns this off: kernels are then compiled in the
-calling process when first needed.
+In a fresh process with a warm cache, loading the first kernel costs more than most
+small calls: importing Numba and starting LLVM to load cached machine code takes about
+0.3 s. So a call that the NumPy interpreter finishes sooner than that (``numpy_seconds``)
+runs there, while a thread loads the kernels from disk (``preload``) for the calls
+that follow.
+
+``BATCHDIFF_BACKGROUND_COMPILE=0`` turns both off: kernels are then compiled or loaded
+in the calling process when first needed.
 """
 from __future__ import annotations
 
@@ -25,6 +31,14 @@ import numpy as np
 from . import bounded, cache
 
 ATTEMPTS = 2             # background compiles of one kernel, before calls stop asking
+# Loading the first kernel of a process (Numba, LLVM, cached machine code) takes about
+# 0.3 s here (README, "Start-up and compile time"); a call the NumPy interpreter is
+# expected to finish sooner runs there while the kernels load in a thread.
+LOAD_SECONDS = 0.25
+# The NumPy interpreter's time per point, measured at 10^5 points on this machine: about
+# 1 ns per instruction and 7 ns per output (each output is one more strided copy).
+NUMPY_SECONDS_PER_OP = 1e-9
+NUMPY_SECONDS_PER_OUTPUT = 7e-9
 
 _processes = bounded.LRU(bounded.MAX_TAPES)  # (name, dtype) -> latest compiler started
 _failures = bounded.LRU(bounded.MAX_TAPES)   # (name, dtype) -> compilers that failed
@@ -59,9 +73,70 @@ def start(name: str, dtype, source):
 
 
 def wait():
-    """Wait for every background compilation started by this process (for tests, benchmarks)."""
+    """Wait for every background compilation and load started by this process (for
+    tests, benchmarks)."""
     for proc in list(_processes.values()):
         proc.wait()
+    wait_preload()
+
+
+def numpy_seconds(tape, batch_size) -> float:
+    """The NumPy interpreter's expected time for ``tape`` on ``batch_size`` points."""
+    return batch_size * (NUMPY_SECONDS_PER_OP * tape.num_ops
+                         + NUMPY_SECONDS_PER_OUTPUT * len(tape.outputs))
+
+
+_loader = None     # the thread loading kernels, started or still to start
+
+
+def preload(*loads):
+    """Get the calls ``loads`` (each loads kernels from disk) ready to run in one thread.
+
+    ``start_preload`` starts it, once the call that asked has run: the loads hold the GIL
+    much of the time and would slow that call's NumPy interpreter several-fold. Nothing
+    is prepared while an earlier preload is pending or running. A load that fails (not
+    compiled after all, an unusable cache) is left to the call that next needs it.
+    """
+    global _loader
+    with _lock:
+        if _loader is not None:
+            return
+
+        def run():
+            for load in loads:
+                try:
+                    load()
+                except Exception:      # noqa: BLE001  (the next call meets it itself)
+                    pass
+        _loader = threading.Thread(target=run, name="batchdiff-preload", daemon=True)
+
+
+def start_preload():
+    """Start the preload thread ``preload`` prepared, if any."""
+    with _lock:
+        if _loader is not None and _loader.ident is None:
+            _loader.start()
+
+
+def preloading() -> bool:
+    """Whether a preload is prepared or running (not finished)."""
+    loader = _loader
+    return loader is not None and (loader.ident is None or loader.is_alive())
+
+
+def wait_preload():
+    """Wait for the preload thread; a prepared one not started yet is started first."""
+    start_preload()
+    loader = _loader
+    if loader is not None:
+        loader.join()
+
+
+def _before_fork():
+    # a fork while the loader is inside LLVM would leave LLVM's locks held in the child
+    loader = _loader
+    if loader is not None and loader.ident is not None:
+        loader.join()
 
 
 def compile_module(name: str, dtype):
@@ -78,12 +153,13 @@ def compile_module(name: str, dtype):
 
 def _after_fork():
     # the parent's compilers are not this process's children, and its lock may be held
-    global _lock
+    global _lock, _loader
     _lock = threading.Lock()
+    _loader = None
     _processes.clear()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork)
 
 
 if __name__ == "__main__":
