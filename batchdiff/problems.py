@@ -16,6 +16,24 @@ import numpy as np
 ARM_LINKS = (1.0, 0.7)          # the 2-link arm's link lengths (those ``arm`` uses)
 
 
+def _fixed(shape, first, scale):
+    """``scale * cos(k^2)`` for k = first, first + 1, ... laid out in ``shape``: fixed
+    stand-ins for trained weights, full rank (``cos(k)`` or ``linspace`` reshaped would
+    give matrices of rank 2)."""
+    k = np.arange(first, first + int(np.prod(shape)), dtype=np.float64)
+    return scale * np.cos(k * k).reshape(shape)
+
+
+# The weights of ``mlp``, scaled by 2 / sqrt(fan-in) so that at x in [-1, 1]^8 the
+# pre-activations have a spread of about 0.8: tanh curves there without saturating.
+MLP_W1 = _fixed((16, 8), 0, 2.0 / np.sqrt(8))
+MLP_B1 = _fixed((16,), 128, 0.1)
+MLP_W2 = _fixed((16, 16), 144, 2.0 / np.sqrt(16))
+MLP_B2 = _fixed((16,), 400, 0.1)
+MLP_W3 = _fixed((16,), 416, 1.0 / np.sqrt(16))
+MLP_B3 = 0.1
+
+
 def rosenbrock(x, xp=np):
     """sum_i 100 (x_{i+1} - x_i^2)^2 + (1 - x_i)^2: a tridiagonal Hessian."""
     return xp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
@@ -43,3 +61,27 @@ def lennard_jones(r, xp=np):
             inv6 = 1.0 / xp.sum(d * d) ** 3
             energy = energy + 4.0 * (inv6 * inv6 - inv6)
     return energy
+
+
+def mlp(x, xp=np):
+    """A tanh MLP 8-16-16-1 with the fixed weights ``MLP_W1`` ... ``MLP_B3``: the network
+    of a physics-informed neural network, whose input gradient and Hessian are wanted
+    at many points: ``w3 . tanh(W2 tanh(W1 x + b1) + b2) + b3``.
+
+    The weights take the dtype of ``x`` (float32 stays float32 in JAX and PyTorch).
+
+    >>> import numpy as np, batchdiff as bd
+    >>> X = np.random.default_rng(0).uniform(-1.0, 1.0, (2, 8))
+    >>> g, H = bd.grad(mlp)(X), bd.hessian(mlp)(X)
+    >>> g.shape, H.shape
+    ((2, 8), (2, 8, 8))
+    >>> e, h = np.eye(8), 1e-6                          # central differences of the value
+    >>> fd = [(mlp(X[0] + h * e[i]) - mlp(X[0] - h * e[i])) / (2 * h) for i in range(8)]
+    >>> bool(np.allclose(g[0], fd, atol=1e-8)), bool(np.allclose(H, H.transpose(0, 2, 1)))
+    (True, True)
+    """
+    def layer(w, b, h):
+        return xp.asarray(w, dtype=x.dtype) @ h + xp.asarray(b, dtype=x.dtype)
+    h1 = xp.tanh(layer(MLP_W1, MLP_B1, x))
+    h2 = xp.tanh(layer(MLP_W2, MLP_B2, h1))
+    return xp.sum(xp.asarray(MLP_W3, dtype=x.dtype) * h2) + MLP_B3

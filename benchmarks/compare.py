@@ -14,7 +14,8 @@ PNG plot go to ``benchmarks/results/``.
 
 On the CPU the methods are the hand-written kernel into a reused buffer and into a new
 array each call (``handwritten.py``), batchdiff's executors, batchdiff ``auto`` with and
-without ``out=``, dense and ``sparse=True``, and JAX and torch.func where installed.
+without ``out=``, dense and ``sparse=True`` (a Jacobian or Hessian; a gradient is dense),
+and JAX and torch.func where installed.
 Each is reported as a ratio to its baseline in the output-memory targets (``baseline``),
 the targets are checked (``SPEED_TARGETS``), and ``memory.py`` measures peak memory in
 fresh processes (``--no-memory`` skips it).
@@ -38,7 +39,7 @@ os.environ.setdefault("BATCHDIFF_BACKGROUND_COMPILE", "0")
 import batchdiff as bd  # noqa: E402
 import handwritten as hw  # noqa: E402
 import memory  # noqa: E402
-from problems import AUTO, AUTO_OUT, METHODS, PROBLEMS, SPARSE, SPARSE_OUT  # noqa: E402
+from problems import AUTO, AUTO_OUT, PROBLEMS, SPARSE, SPARSE_OUT  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -50,7 +51,8 @@ def cpu_methods(problem, X):
     calls = {name: problem.method(name, X) for name in (hw.REUSED, hw.ALLOCATING)}
     for executor in ("compiled", "replay"):
         calls[f"batchdiff {executor}"] = problem.derivative(method=executor)
-    calls.update((name, problem.method(name, X)) for name in METHODS if name not in calls)
+    calls.update((name, problem.method(name, X)) for name in problem.methods
+                 if name not in calls)
     for name, make in (("JAX jit(vmap)", jax_method), ("torch.func vmap", torch_method)):
         fn = make(problem)
         if fn is not None:
@@ -81,26 +83,31 @@ SPEED_TARGETS = [
 ] + [(p.name, AUTO, "within", 1.5) for p in PROBLEMS]
 
 
+# batchdiff's transform -> the name of JAX's and of torch.func's
+TRANSFORMS = {"grad": "grad", "jacobian": "jacfwd", "hessian": "hessian"}
+
+
 def jax_function(problem):
-    """``jit(vmap(hessian or jacfwd))`` of the problem, or None without JAX."""
+    """``jit(vmap(grad, jacfwd or hessian))`` of the problem, or None without JAX."""
     try:
         import jax
         import jax.numpy as jnp
     except ImportError:
         return None
     jax.config.update("jax_enable_x64", True)
-    derivative = jax.hessian if problem.transform == "hessian" else jax.jacfwd
+    derivative = getattr(jax, TRANSFORMS[problem.transform])
     return jax.jit(jax.vmap(derivative(lambda x: problem.fn(x, jnp))))
 
 
 def torch_function(problem):
-    """``torch.func.vmap(hessian or jacfwd)`` of the problem, or None without PyTorch."""
+    """``torch.func.vmap(grad, jacfwd or hessian)`` of the problem, or None without
+    PyTorch."""
     try:
-        from torch.func import hessian, jacfwd, vmap
+        import torch.func
     except ImportError:
         return None
-    derivative = hessian if problem.transform == "hessian" else jacfwd
-    return vmap(derivative(lambda x: _torch_fn(problem, x)))
+    derivative = getattr(torch.func, TRANSFORMS[problem.transform])
+    return torch.func.vmap(derivative(lambda x: _torch_fn(problem, x)))
 
 
 def jax_method(problem):
@@ -125,6 +132,10 @@ def _torch_fn(problem, x):
         stack = staticmethod(torch.stack)
         cos = staticmethod(torch.cos)
         sin = staticmethod(torch.sin)
+        tanh = staticmethod(torch.tanh)
+        # constants (the MLP's weights) onto x's device, as torch does not move them
+        asarray = staticmethod(lambda a, dtype=None: torch.as_tensor(a, dtype=dtype,
+                                                                     device=x.device))
     return problem.fn(x, TorchNumPy)
 
 

@@ -10,11 +10,11 @@ against batchdiff's; a mismatch is reported and makes the script fail.
 
 The methods: batchdiff into a new array each call, batchdiff into a reused buffer
 (``out=``), ``sparse=True`` where the problem's derivative has structural zeros (the
-values ``(B, nnz)`` into a reused buffer), JAX ``jit(vmap(hessian or jacfwd))`` and
-``torch.func.vmap(hessian or jacfwd)``. Besides the times, the table gives the share of
-the GPU's memory bandwidth batchdiff's ``out=`` call reaches: bytes read and written
-(inputs once, outputs once) over its time, against a device-to-device copy of the
-output's size measured in the same run (read + write counted, as for the kernel).
+values ``(B, nnz)`` into a reused buffer), JAX ``jit(vmap(grad, jacfwd or hessian))``
+and ``torch.func.vmap(grad, jacfwd or hessian)``. Besides the times, the table gives the
+share of the GPU's memory bandwidth batchdiff's ``out=`` call reaches: bytes read and
+written (inputs once, outputs once) over its time, against a device-to-device copy of
+the output's size measured in the same run (read + write counted, as for the kernel).
 
 JAX is told not to preallocate three quarters of the device
 (``XLA_PYTHON_CLIENT_PREALLOCATE=false``), so that the three libraries share it.

@@ -13,6 +13,8 @@ A kernel writes into an array it is given; it runs in two ways, both reported:
 import numpy as np
 from numba import njit, prange
 
+from batchdiff.problems import MLP_B1, MLP_B2, MLP_W1, MLP_W2, MLP_W3
+
 REUSED = "hand-written, reused buffer"
 ALLOCATING = "hand-written, allocating"
 
@@ -123,3 +125,110 @@ def lennard_jones_hessian(R, H):
                         H[b, 3 * j + p, 3 * j + q] += v
                         H[b, 3 * i + p, 3 * j + q] -= v
                         H[b, 3 * j + p, 3 * i + q] -= v
+
+
+# The MLP's kernels take its weights as arguments: Numba would freeze global arrays into
+# the compiled code, and its cache would not see a change to them in batchdiff/problems.py.
+
+def mlp_gradient(X, G):
+    """G[b] = gradient of ``batchdiff.problems.mlp`` at X[b], by backpropagation.
+
+    >>> from batchdiff.problems import mlp
+    >>> G = np.empty((1, 8))
+    >>> mlp_gradient(np.zeros((1, 8)), G)
+    >>> h = 1e-6
+    >>> bool(np.isclose(G[0, 3], (mlp(h * np.eye(8)[3]) - mlp(-h * np.eye(8)[3])) / (2 * h)))
+    True
+    """
+    _mlp_gradient(X, MLP_W1, MLP_B1, MLP_W2, MLP_B2, MLP_W3, G)
+
+
+def mlp_hessian(X, H):
+    """H[b] = Hessian of ``batchdiff.problems.mlp`` at X[b], in closed form.
+
+    >>> import batchdiff as bd
+    >>> from batchdiff.problems import mlp
+    >>> X = np.random.default_rng(0).uniform(-1.0, 1.0, (2, 8))
+    >>> H = np.empty((2, 8, 8))
+    >>> mlp_hessian(X, H)
+    >>> bool(np.allclose(H, bd.hessian(mlp)(X), rtol=0.0, atol=1e-12))
+    True
+    """
+    _mlp_hessian(X, MLP_W1, MLP_B1, MLP_W2, MLP_B2, MLP_W3, H)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _mlp_gradient(X, W1, b1, W2, b2, w3, G):
+    """G[b] = W1^T (u * s'(a1)), u = W2^T (w3 * s'(a2)): the gradient of
+    w3 . tanh(a2) with a2 = W2 tanh(a1) + b2, a1 = W1 X[b] + b1, s' = 1 - tanh^2."""
+    n1, n = W1.shape
+    for b in prange(X.shape[0]):
+        h1 = np.empty(n1)
+        for i in range(n1):
+            a = b1[i]
+            for j in range(n):
+                a += W1[i, j] * X[b, j]
+            h1[i] = np.tanh(a)
+        u = np.zeros(n1)
+        for k in range(W2.shape[0]):
+            a = b2[k]
+            for i in range(n1):
+                a += W2[k, i] * h1[i]
+            t = np.tanh(a)
+            g2 = w3[k] * (1.0 - t * t)
+            for i in range(n1):
+                u[i] += W2[k, i] * g2
+        for j in range(n):
+            G[b, j] = 0.0
+        for i in range(n1):
+            g1 = u[i] * (1.0 - h1[i] * h1[i])
+            for j in range(n):
+                G[b, j] += W1[i, j] * g1
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _mlp_hessian(X, W1, b1, W2, b2, w3, H):
+    """H[b] = W1^T diag(u * s''(a1)) W1 + M^T diag(w3 * s''(a2)) M at X[b], where
+    M = W2 diag(s'(a1)) W1 (d a2 / dx), u = W2^T (w3 * s'(a2)) (d f / d tanh(a1)),
+    s' = 1 - tanh^2 and s'' = -2 tanh (1 - tanh^2): the derivative of the gradient
+    W1^T (u * s'(a1)), through s'(a1) and through u."""
+    n1, n = W1.shape
+    n2 = W2.shape[0]
+    for b in prange(X.shape[0]):
+        s1 = np.empty(n1)           # s'(a1)
+        c1 = np.empty(n1)           # u * s''(a1)
+        h1 = np.empty(n1)
+        for i in range(n1):
+            a = b1[i]
+            for j in range(n):
+                a += W1[i, j] * X[b, j]
+            h1[i] = np.tanh(a)
+            s1[i] = 1.0 - h1[i] * h1[i]
+        u = np.zeros(n1)
+        c2 = np.empty(n2)           # w3 * s''(a2)
+        for k in range(n2):
+            a = b2[k]
+            for i in range(n1):
+                a += W2[k, i] * h1[i]
+            t = np.tanh(a)
+            s = 1.0 - t * t
+            c2[k] = -2.0 * w3[k] * t * s
+            for i in range(n1):
+                u[i] += W2[k, i] * w3[k] * s
+        for i in range(n1):
+            c1[i] = -2.0 * u[i] * h1[i] * s1[i]
+        M = np.zeros((n2, n))
+        for k in range(n2):
+            for i in range(n1):
+                w = W2[k, i] * s1[i]
+                for j in range(n):
+                    M[k, j] += w * W1[i, j]
+        for p in range(n):
+            for q in range(p, n):
+                v = 0.0
+                for i in range(n1):
+                    v += W1[i, p] * W1[i, q] * c1[i]
+                for k in range(n2):
+                    v += M[k, p] * M[k, q] * c2[k]
+                H[b, p, q] = v
+                H[b, q, p] = v

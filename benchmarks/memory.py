@@ -11,10 +11,11 @@ Two measures of the output-memory targets (``compare.py`` runs them too):
   the resident size before it, next to one output's bytes (1.28 GB at B = 100,000).
   Target: at most one output + 0.5 GB.
 - **call**: one call of each problem's derivative, dense, into a reused buffer
-  (``out=``) and sparse, and of the hand-written kernel that allocates its output (the
-  floor: the interpreter, Numba and one output); the peak resident size of the whole
-  process during the call, as asv's ``peakmem_`` counts it, next to the bytes of the
-  output and of the inputs. Target: at most 1.1 x output + inputs + 0.3 GB.
+  (``out=``) and sparse (a Jacobian or Hessian: ``bd.grad`` has no sparse result), and
+  of the hand-written kernel that allocates its output (the floor: the interpreter,
+  Numba and one output); the peak resident size of the whole process during the call,
+  as asv's ``peakmem_`` counts it, next to the bytes of the output and of the inputs.
+  Target: at most 1.1 x output + inputs + 0.3 GB.
 
 Before the measured calls, each process makes ``WARM_CALLS`` calls on the full batch, so
 that ``method="auto"`` has loaded (or compiled) its kernels and settled its race
@@ -109,7 +110,7 @@ def cases(quick=False, only=None):
             for p in chosen if p.name == LOOP_PROBLEM]
     return loop + [(p.name, method, p.batch // scale, 1) for p in chosen
                    for method in (problems.AUTO, problems.AUTO_OUT, problems.SPARSE,
-                                  hw.ALLOCATING)]
+                                  hw.ALLOCATING) if method in p.methods]
 
 
 def measure_all(quick=False, only=None, echo=True) -> list:

@@ -5,7 +5,8 @@ Shared by ``compare.py``, ``memory.py`` and the asv suite. A problem's ``numpy``
 function is written once with ``xp`` standing for the array module, so the batchdiff,
 JAX and PyTorch versions are the same code. ``Problem.method`` makes the calls whose
 outputs the output-memory targets compare (``METHODS``): batchdiff with and without
-``out=``, dense and sparse, and the hand-written kernel into a reused or a new array.
+``out=``, dense and (for a Jacobian or Hessian) sparse, and the hand-written kernel into a
+reused or a new array.
 """
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ import numpy as np
 
 import batchdiff as bd
 import handwritten as hw
-from batchdiff.problems import arm, lennard_jones, lorenz96, rosenbrock  # noqa: F401
+from batchdiff.problems import arm, lennard_jones, lorenz96, mlp, rosenbrock  # noqa: F401
 
 AUTO = "batchdiff auto"
 AUTO_OUT = "batchdiff auto, out="
 SPARSE = "batchdiff sparse"
 SPARSE_OUT = "batchdiff sparse, out="
 METHODS = (hw.REUSED, hw.ALLOCATING, AUTO, AUTO_OUT, SPARSE, SPARSE_OUT)
+# the transforms that take sparse=True (bd.grad does not: a gradient is a dense vector)
+SPARSE_TRANSFORMS = ("jacobian", "hessian")
 
 
 def chain(steps, n=8):
@@ -51,17 +54,28 @@ def resident(shape, dtype) -> np.ndarray:
 @dataclass(frozen=True)
 class Problem:
     name: str
-    transform: str                 # "hessian" or "jacobian"
+    transform: str                 # "grad", "jacobian" or "hessian": a function of bd
     fn: Callable                   # fn(x, xp)
     dim: int
     batch: int                     # points at which it is compared
-    kernel: Callable               # kernel(X, out): hand-written, into out (B, dim, dim)
+    kernel: Callable               # kernel(X, out): hand-written, into out (B, *out_shape)
     make_points: Callable = None
 
     @property
     def out_shape(self) -> tuple:
-        """The per-point shape of the dense result (every problem here is square)."""
-        return (self.dim, self.dim)
+        """The per-point shape of the dense result: ``(dim,)`` for a gradient, else
+        ``(dim, dim)`` (every Jacobian here is square)."""
+        return (self.dim,) if self.transform == "grad" else (self.dim, self.dim)
+
+    @property
+    def methods(self) -> tuple:
+        """The names of ``METHODS`` that apply: the sparse ones for a Jacobian or Hessian.
+
+        >>> problem("tanh MLP 8-16-16-1").methods == METHODS[:4]
+        True
+        """
+        sparse = self.transform in SPARSE_TRANSFORMS
+        return tuple(m for m in METHODS if sparse or m not in (SPARSE, SPARSE_OUT))
 
     def points(self, batch, rng, dtype=np.float64):
         x = (self.make_points(batch, rng) if self.make_points
@@ -70,12 +84,13 @@ class Problem:
 
     @functools.lru_cache(maxsize=None)
     def derivative(self, **options):
-        """``bd.jacobian`` or ``bd.hessian`` of ``fn`` with ``options``, one per process
-        for the same options (so that it traces once for all the calls made of it)."""
+        """``bd.grad``, ``bd.jacobian`` or ``bd.hessian`` of ``fn`` with ``options``, one
+        per process for the same options (so that it traces once for all the calls made
+        of it)."""
         return getattr(bd, self.transform)(self.fn, **options)
 
     def method(self, name, X):
-        """The call ``X -> result`` that ``name`` (one of ``METHODS``) makes on batches
+        """The call ``X -> result`` that ``name`` (one of ``methods``) makes on batches
         shaped like ``X``. A reused buffer is made here, resident, as in a loop that
         has run before; each call writes into it and returns it.
 
@@ -91,7 +106,7 @@ class Problem:
         dense = (len(X),) + self.out_shape
         if name == hw.REUSED:
             return hw.reused(self.kernel, resident(dense, X.dtype))
-        g = self.derivative(sparse=name in (SPARSE, SPARSE_OUT))
+        g = self.derivative(sparse=True) if name in (SPARSE, SPARSE_OUT) else self.derivative()
         if name in (AUTO, SPARSE):
             return g
         if name == SPARSE_OUT:      # values (B, nnz): a one-point call of its own tells nnz
@@ -108,6 +123,10 @@ PROBLEMS = [
     Problem("2-link arm", "jacobian", arm, 2, 100_000, hw.arm_jacobian),
     Problem("Lennard-Jones 4 atoms", "hessian", lennard_jones, 12, 100_000,
             hw.lennard_jones_hessian, _lj_points),
+    # the network of a physics-informed NN: its input gradient, and its input Hessian (the
+    # names differ: results are keyed by name, and the tables add the transform)
+    Problem("tanh MLP 8-16-16-1", "grad", mlp, 8, 100_000, hw.mlp_gradient),
+    Problem("tanh MLP 8-16-16-1 input", "hessian", mlp, 8, 100_000, hw.mlp_hessian),
 ]
 
 

@@ -17,23 +17,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import batchdiff as bd  # noqa: E402
 from batchdiff.kernels import bounded, numba_compiled  # noqa: E402
-from problems import PROBLEMS, chain, lennard_jones  # noqa: E402
-
-
-def mlp(x):
-    """A tanh MLP 8-16-16-1 with constant weights."""
-    w1 = np.linspace(-1, 1, 8 * 16).reshape(16, 8)
-    w2 = np.linspace(-1, 1, 16 * 16).reshape(16, 16)
-    w3 = np.linspace(-1, 1, 16)
-    return w3 @ np.tanh(w2 @ np.tanh(w1 @ x))
+from problems import PROBLEMS, chain  # noqa: E402
 
 
 def cases(rng):
+    """``(label, transform, f, X)``: the problems of ``problems.py`` (the tanh MLP's
+    gradient and Hessian among them) and a long chain's gradient."""
     for p in PROBLEMS:
         yield f"{p.name} {p.transform}", getattr(bd, p.transform), p.fn, p.points(
             p.batch, rng)
     yield "sin chain, 125 steps, grad", bd.grad, chain(125), rng.uniform(-1, 1, (100_000, 8))
-    yield "tanh MLP 8-16-16-1, grad", bd.grad, mlp, rng.uniform(-1, 1, (100_000, 8))
 
 
 def timed(make, f, X, tiled):
