@@ -49,7 +49,18 @@ ARRAYS = ("numpy",)
 
 COMPILE_MAX_OPS = 3000
 COMPILE_MIN_POINTS = 200_000
-PARALLEL_MIN_POINTS = 2048
+# Serial or parallel over points: a parallel call costs a fixed start (waking the
+# threads, splitting the work) that a cheap tape's small batch does not repay. Until a
+# call of a tape has been timed, its batches run in parallel from PARALLEL_MIN_POINTS
+# points (smaller ones run serially, and are timed); after, when the time they would
+# take serially is at least PARALLEL_MIN_SECONDS. On this 2-core machine a parallel
+# call starts in 0.08-0.12 ms, and serial and parallel calls of compiled kernels broke
+# even at 0.2-0.9 ms of serial work over five tapes (2-link arm Jacobian to
+# Lennard-Jones Hessian, 512 to 65,536 points: benchmarks/parallel_crossover.py); the old fixed 2,048 points ran the
+# arm's and Rosenbrock gradient's batches of 2k-32k points 1.4-3x slower in parallel.
+PARALLEL_MIN_POINTS = 32768
+PARALLEL_MIN_SECONDS = 5e-4
+TIMED_MIN_POINTS = 256       # smaller calls teach nothing: their overheads would decide
 
 # One kernel call at a time: the fork-safe threading layer (workqueue, chosen in
 # cache._prepare_numba) aborts the process on parallel calls from two threads at once.
@@ -124,6 +135,29 @@ class _Race:
 
 
 _races = bounded.LRU(bounded.MAX_TAPES)
+_point_seconds = bounded.LRU(bounded.MAX_TAPES)   # (key, how) -> fastest serial s/point
+
+
+def _parallel(key, how, batch_size) -> bool:
+    """Whether to run this call in parallel over points (see ``PARALLEL_MIN_SECONDS``)."""
+    per_point = _point_seconds.get((key, how))
+    if per_point is None:
+        return batch_size >= PARALLEL_MIN_POINTS
+    return batch_size * per_point >= PARALLEL_MIN_SECONDS
+
+
+def _timed(key, how, batch_size, seconds, parallel):
+    """Learn a tape's serial time per point from a call: a serial one, or a parallel one
+    (its time on all threads: its start is then small beside the work)."""
+    if batch_size < TIMED_MIN_POINTS:
+        return
+    if parallel:
+        import numba
+        seconds *= numba.get_num_threads()
+    per_point = seconds / batch_size
+    known = _point_seconds.get((key, how))
+    if known is None or per_point < known:
+        _point_seconds[key, how] = per_point
 
 
 def available() -> bool:
@@ -202,7 +236,6 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
         X = X.copy()     # Numba types a read-only array apart: it would compile for it
     sources = tuple(layout.sources_of(blocks, batch_size))
     widths = tuple(o.shape[1] for o in outs)
-    parallel = batch_size >= PARALLEL_MIN_POINTS
     key = (tape, str(dtype), sources, widths)
     # auto never waits for a compiler unless background compiles are off
     wait = method != "auto" or not warmup.enabled()
@@ -211,7 +244,12 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
         if how == "numpy":
             break
         try:
+            parallel = _parallel(key, how, batch_size)
+            loaded = (numba_replay.is_loaded(dtype) if how == "replay"
+                      else numba_compiled.is_loaded(key))
             elapsed = _run(how, tape, dtype, sources, widths, X, S, outs, parallel, wait)
+            if loaded:                 # a call that loaded its kernel is no timing
+                _timed(key, how, batch_size, elapsed, parallel)
             break
         except cache.NotReady:     # not compiled after all: choose() starts its compile
             _races.pop(key, None)

@@ -128,6 +128,33 @@ def test_a_threading_layer_the_user_chose_is_kept():
     assert out.split() == ["omp"]
 
 
+def test_serial_or_parallel_follows_the_timed_work(monkeypatch):
+    """Untimed, a tape's batch runs in parallel from PARALLEL_MIN_POINTS points and
+    serially below (which times it); timed, in parallel when its serial time would be at
+    least PARALLEL_MIN_SECONDS. Every result is right either way."""
+    from batchdiff.kernels import numba_exec, numba_replay
+    parallel = []
+    real = numba_replay.run
+    monkeypatch.setattr(numba_replay, "run",
+                        lambda *a, **k: parallel.append(a[5]) or real(*a, **k))
+    g = bd.grad(lambda v: v[0] * v[1] + v[1], method="replay")
+    rng = np.random.default_rng(9)
+    big = rng.random((numba_exec.PARALLEL_MIN_POINTS, 2))
+    small = rng.random((numba_exec.TIMED_MIN_POINTS * 4, 2))
+
+    def check(X):
+        np.testing.assert_allclose(g(X), np.stack([X[:, 1], X[:, 0] + 1], axis=1))
+        return parallel[-1]
+    assert check(big) is True                 # untimed, large: parallel
+    monkeypatch.setattr(numba_exec, "PARALLEL_MIN_SECONDS", 1e9)
+    assert check(small) is False              # serial: its work never repays the start
+    monkeypatch.setattr(numba_exec, "PARALLEL_MIN_SECONDS", 0.0)
+    assert check(small) is True
+    h = bd.grad(lambda v: v[0] * v[1] - v[1], method="replay")
+    h(small)                                  # untimed, small: serial
+    assert parallel[-1] is False
+
+
 # -- one compile across processes -----------------------------------------------------
 
 COMPILE_ONE = """
