@@ -11,12 +11,13 @@ ready without making a call wait (``warmup``):
    one takes (about 0.3 s: Numba and LLVM start): the kernels load in a thread meanwhile.
 
 The replay interpreter is compiled in the background the first time it is missing.
-A compiled kernel is worth its compile time (about 3 ms per op, once, cached on disk)
-when the tape is small enough (``COMPILE_MAX_OPS``) and the work is large: a batch of
-``COMPILE_MIN_POINTS`` points, or that many summed over the calls with this tape;
-then it is compiled in the background while replay serves the calls. The constants
-were chosen from ``benchmarks/compare.py`` and the asv suite (README, "Choosing the
-executor").
+A compiled kernel is worth its compile time (about 4 ms per op, once, cached on disk)
+when it is compiled on disk already; when the tape is small enough (``COMPILE_MAX_OPS``)
+and the work is large: a batch of ``COMPILE_MIN_POINTS`` points, or that many summed
+over the calls with this tape; or, for a longer tape, once replay has spent on it as
+much time as compiling would take (``_worth_compiling``). Then it is compiled in the
+background while replay serves the calls. The constants were chosen from
+``benchmarks/compare.py`` and the asv suite (README, "Choosing the executor").
 
 "Compiled on disk" is only a marker file's word: auto loads a kernel without letting
 Numba compile (``cache.load(wait=False)``), and a kernel whose machine code turns out
@@ -185,21 +186,20 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
         return race.pick(fresh)
     seen = _points_seen.get(key, 0) + batch_size
     _points_seen[key] = seen
-    small = tape.num_ops <= COMPILE_MAX_OPS
     try:
         replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
             numba_replay.module_name(), dtype, numba_replay.replay_source)
-        compiled_ready = small and numba_compiled.is_loaded(key)
-        if small and not compiled_ready:
+        compiled_ready = numba_compiled.is_loaded(key)
+        if not compiled_ready:
             name = numba_compiled.module_name(tape, dtype, sources, widths)
-            if seen >= COMPILE_MIN_POINTS or cache.is_ready(name, dtype):
+            if key not in _wanted and _worth_compiling(key, tape, widths, seen, name, dtype):
                 _wanted[key] = True  # for good: its marker may yet prove false (NotReady)
             compiled_ready = key in _wanted and _ready_or_start(
                 name, dtype, lambda: numba_compiled.print_kernel(tape, dtype, sources, widths))
     except CacheError as e:          # what is loaded runs without the disk
         _warn_once(e)
         replay_ready = numba_replay.is_loaded(dtype)
-        compiled_ready = small and numba_compiled.is_loaded(key)
+        compiled_ready = numba_compiled.is_loaded(key)
     if (replay_ready or compiled_ready) and _quicker_on_numpy(tape, batch_size):
         loads = [lambda: numba_replay.interpreter(dtype, wait=False)] if replay_ready else []
         if compiled_ready:
@@ -213,6 +213,21 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
         race = _races[key] = _Race()
         return race.pick(fresh)
     return "replay" if replay_ready else "numpy"
+
+
+def _worth_compiling(key, tape, widths, seen, name, dtype) -> bool:
+    """Whether the tape's compiled kernel is worth having: it is compiled on disk already;
+    or the tape is short (``COMPILE_MAX_OPS``) and has run on ``COMPILE_MIN_POINTS``
+    points; or replay has spent on it, over the ``seen`` points, as much time as the
+    kernel's compile would take (then compiling costs at most what it may save: a
+    long tape's kernel, minutes to compile, is had by a long job only)."""
+    if cache.is_ready(name, dtype):
+        return True
+    if tape.num_ops <= COMPILE_MAX_OPS:
+        return seen >= COMPILE_MIN_POINTS
+    per_point = _point_seconds.get((key, "replay"))
+    return per_point is not None and seen * per_point >= numba_compiled.compile_seconds(
+        tape, widths)
 
 
 def _quicker_on_numpy(tape, batch_size) -> bool:

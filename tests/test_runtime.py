@@ -155,6 +155,29 @@ def test_serial_or_parallel_follows_the_timed_work(monkeypatch):
     assert parallel[-1] is False
 
 
+def test_a_long_tape_is_compiled_once_replay_has_spent_its_compile_time(monkeypatch):
+    """Beyond COMPILE_MAX_OPS, auto compiles a tape's kernel once replay has run it for
+    as long as the compile would take (numba_compiled.compile_seconds), not before."""
+    from batchdiff.kernels import numba_compiled, numba_exec
+    monkeypatch.setattr(numba_exec, "COMPILE_MAX_OPS", 0)         # every tape is long
+    monkeypatch.setattr(numba_exec.warmup, "enabled", lambda: True)
+    monkeypatch.setattr(numba_exec.warmup, "start", lambda name, dtype, source: None)
+    c = 1 + time.time_ns() % 10**6 / 10**7      # a tape no earlier run compiled
+    f = lambda v: v[0] * v[1] + np.sin(v[0]) - v[1] ** 3 * c
+    X = np.random.default_rng(4).random((5000, 2))
+    for _ in range(2):                                           # load, then time replay
+        bd.grad(f, method="replay")(X)
+    g = bd.grad(f)
+    key = (g.tape(X), "float64", (("x", 0), ("x", 1)), (2,))
+    monkeypatch.setattr(numba_compiled, "COMPILE_SECONDS_PER_OP", 1e6)
+    for _ in range(3):
+        np.testing.assert_allclose(g(X), bd.grad(f, backend="numpy")(X), rtol=1e-12)
+    assert key not in numba_exec._wanted
+    monkeypatch.setattr(numba_compiled, "COMPILE_SECONDS_PER_OP", 1e-12)
+    g(X)
+    assert key in numba_exec._wanted
+
+
 # -- one compile across processes -----------------------------------------------------
 
 COMPILE_ONE = """
