@@ -179,8 +179,11 @@ class Transformed(BatchedTransform):
         batch = batching.prepare(prim, self.in_axes)
         return self._program(batch.shapes, batch.dtype).executable
 
-    def source(self, *args, backend="numba"):
+    def source(self, *args, backend=None):
         """The kernel source a back end generates for these arguments, as a string.
+
+        ``backend``: ``"numba"`` (Python for Numba) or ``"cupy"`` (CUDA C; no GPU
+        needed to print it); None: the back end a call with these arguments would run.
 
         >>> import numpy as np, batchdiff as bd
         >>> src = bd.grad(lambda v: v[0] * v[1]).source(np.ones((1, 2)))
@@ -191,7 +194,8 @@ class Transformed(BatchedTransform):
         batch = batching.prepare(prim, self.in_axes)
         prog = self._program(batch.shapes, batch.dtype)
         blocks = batch.blocks + self._extra_blocks(extra, batch, prog)
-        return kernels.source(prog.executable, blocks, batch, backend, prog.widths)
+        name = backend or self.backend or kernels.resolve(None, batch.xp)
+        return kernels.source(prog.executable, blocks, batch, name, prog.widths)
 
 
 def _spliced(graph, tape, inputs) -> np.ndarray:

@@ -308,3 +308,14 @@ def test_cupy_source_needs_no_gpu():
     src = bd.jvp(lambda x: np.sin(x) * x[0]).source(np.ones((3, 2)), np.ones((3, 2)),
                                                      backend="cupy")
     assert 'extern "C" __global__ void bd_kernel' in src and "X[b * 4 + 3]" in src
+
+
+def test_source_defaults_to_the_transforms_back_end():
+    """``source()`` without ``backend``: the transform's own back end, else the one a call
+    with these arguments would run (Numba for NumPy arrays)."""
+    f = lambda v: v[0] * v[1]
+    X = np.ones((2, 2))
+    assert bd.grad(f, backend="cupy").source(X) == bd.grad(f).source(X, backend="cupy")
+    assert "def run_parallel" in bd.grad(f).source(X)
+    with pytest.raises(bd.BackendUnavailableError, match="generates none"):
+        bd.grad(f, backend="numpy").source(X)
