@@ -95,11 +95,12 @@ def preload(*loads):
     ``start_preload`` starts it, once the call that asked has run: the loads hold the GIL
     much of the time and would slow that call's NumPy interpreter several-fold. Nothing
     is prepared while an earlier preload is pending or running. A load that fails (not
-    compiled after all, an unusable cache) is left to the call that next needs it.
+    compiled after all, an unusable cache) is left to the call that next needs it, or
+    to the next preload.
     """
     global _loader
     with _lock:
-        if _loader is not None:
+        if preloading():
             return
 
         def run():

@@ -120,3 +120,22 @@ def test_a_fresh_process_runs_small_calls_on_numpy_while_the_kernels_load(tmp_pa
         return out.stdout.split()
     assert run(warmup.LOAD_SECONDS) == ["numpy", "True"]
     assert run(0.0) == ["numba", "True"]
+
+
+def test_preloads_run_one_at_a_time_and_a_failed_one_can_be_retried(monkeypatch):
+    from batchdiff.kernels import warmup
+    monkeypatch.setattr(warmup, "_loader", None)
+    ran = []
+
+    def fail():
+        ran.append("fail")
+        raise RuntimeError("not compiled after all")
+    warmup.preload(fail)
+    assert warmup.preloading()                        # prepared, not started
+    warmup.preload(lambda: ran.append("ignored"))     # one at a time
+    warmup.start_preload()
+    warmup.wait_preload()
+    assert not warmup.preloading()
+    warmup.preload(lambda: ran.append("again"))
+    warmup.wait_preload()                             # starts a prepared one, then joins
+    assert ran == ["fail", "again"]
