@@ -47,6 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 _opts = dict(cache=True, error_model="numpy", nogil=True)
+_inline = dict(_opts, inline="always")
 '''
 
 
@@ -96,7 +97,10 @@ class _NumbaPrinter(Printer):
     def functions(self, signature, indent, prologue=None) -> list:
         """The segment functions ``segment{s}(signature)``: ``prologue(s)`` lines, then
         the statements under ``indent``."""
-        return [f"\n@njit(**_opts)\ndef segment{s}({signature}):\n"
+        # a single segment is inlined into the point loop, as prefill and finish are:
+        # a call per point passing every array cost a Rosenbrock-10 Hessian 20% of its time
+        opts = "_inline" if len(self.plan.segments) == 1 else "_opts"
+        return [f"\n@njit(**{opts})\ndef segment{s}({signature}):\n"
                 + "".join(f"    {line}\n" for line in (prologue(s) if prologue else ()))
                 + "\n".join(indent + line for line in (self.segment(s) or ["pass"]))
                 for s in range(len(self.plan.segments))]
@@ -269,7 +273,7 @@ def _prefill(fills, widths, leaves, dtype) -> str:
         if value is not None:
             body += [f"    for k in range({width}):",
                      f"        o{j}[b, k] = {py_literal(value, dtype)}"]
-    return f"\n\n@njit(**_opts)\ndef prefill({leaves}b):\n" + ("\n".join(body) or "    pass")
+    return f"\n\n@njit(**_inline)\ndef prefill({leaves}b):\n" + ("\n".join(body) or "    pass")
 
 
 def _finish(consts, dups, fills, leaves, dtype) -> str:
@@ -304,7 +308,7 @@ def _finish(consts, dups, fills, leaves, dtype) -> str:
                        f"_DUP_SRC{j} = np.array({[k for _, k in leaf_dups]!r}, dtype=np.uint64)"]
             body += [f"    for r in range({len(leaf_dups)}):",
                      f"        o{j}[b, _DUP_DST{j}[r]] = o{j}[b, _DUP_SRC{j}[r]]"]
-    return "\n\n" + "\n".join(tables) + f"\n\n\n@njit(**_opts)\ndef finish({leaves}b):\n" + (
+    return "\n\n" + "\n".join(tables) + f"\n\n\n@njit(**_inline)\ndef finish({leaves}b):\n" + (
         "\n".join(body) or "    pass")
 
 
