@@ -179,6 +179,11 @@ class Printer:
     def load_input(self, i) -> str:
         return self.load(*self.sources[self.tape.instrs[i].value])
 
+    def expression(self, ins) -> str:
+        """The value of instruction ``ins`` in the target's op spellings."""
+        return expression(ins, [self.name(a) for a in ins.args], self.target, self.dtype,
+                          self.tape.const_value)
+
     def stores(self, node) -> list:
         """Statements writing ``node`` from its local."""
         return [self.assign(self.out(j, c), self.name(node)) for j, c in self.store_positions(node)]
@@ -194,10 +199,7 @@ class Printer:
         lines = [self.define(self.name(a), self.load_input(a)) for a in inputs]
         lines += [self.define(f"v{a}", self.scratch(plan.slot[a])) for a in incoming]
         for i in plan.segments[s]:
-            ins = instrs[i]
-            expr = expression(ins, [self.name(a) for a in ins.args], self.target, self.dtype,
-                              self.tape.const_value)
-            lines.append(self.define(f"v{i}", expr))
+            lines.append(self.define(f"v{i}", self.expression(instrs[i])))
             lines += self.stores(i)
             if i in plan.slot:
                 lines.append(self.assign(self.scratch(plan.slot[i]), f"v{i}"))
