@@ -12,6 +12,7 @@ wraps arrays of them, and the derivative rules in ``ops.py`` are written with th
 """
 from __future__ import annotations
 
+import functools
 import struct
 import threading
 from dataclasses import dataclass
@@ -65,9 +66,10 @@ class Tape:
     outputs: tuple
     n_inputs: int
 
-    @property
+    @functools.cached_property
     def num_ops(self) -> int:
-        """Instructions that compute something (not inputs, not constants)."""
+        """Instructions that compute something (not inputs, not constants); counted once
+        (executors ask on every call)."""
         return sum(1 for ins in self.instrs if ins.is_op)
 
     def ops(self) -> list:

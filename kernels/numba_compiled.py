@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from . import bounded, cache
-from .plan import Plan, Printer
+from .plan import Plan, Printer, leaf_widths
 from .printing import py_literal
 
 SEGMENT = 250          # statements per segment function
@@ -37,7 +37,8 @@ TILE = 32              # points per tile of a tiled kernel
 # Statements per segment of a tiled kernel. LLVM vectorises a segment's loop only while
 # its loads and stores of the work array are few enough for its dependence analysis:
 # segments of 250 statements reading and writing ~150 crossing values each stayed
-# scalar (16 of the 46 of a tanh MLP's input Hessian); at 100 all were vectorised.
+# scalar (16 of the 46 of a tanh MLP's input Hessian, by their assembly: no zmm
+# instruction); at 100 all were vectorised.
 TILED_SEGMENT = 100
 COMPILE_SECONDS_PER_OP = 4e-3   # compile time per instruction (compile_seconds)
 TILED_COMPILE_FACTOR = 2.7
@@ -54,8 +55,9 @@ _inline = dict(_opts, inline="always")
 # tanh for tiled float64 kernels, written so that LLVM vectorises it (libm's tanh is a
 # call that keeps a loop scalar): Cephes' rational approximation below |x| = 0.625,
 # else 1 - 2 / (exp(2|x|) + 1) with exp by Cody-Waite reduction, a degree-13 Taylor
-# polynomial and 2^k built from k's bits. Within 2 ulp of libm's (mean 0.2 ulp over
-# 3 million points), NaN, infinities and signed zeros as NumPy; 8.6x faster per call.
+# polynomial and 2^k built from k's bits. Within 2 ulp of NumPy's tanh (mean 0.19 ulp;
+# libm's, as Numba calls it: 3 ulp, mean 0.33) over 3 million points, NaN, infinities
+# and signed zeros as NumPy; 8.9x faster per call (benchmarks/tiled_tanh.py).
 _TANH = '''
 @njit(**_inline)
 def _tanh(x):
@@ -84,7 +86,7 @@ def print_kernel(tape, dtype, sources, widths=None, segment=None, tiled=None) ->
     The outputs are written into the leaves ``o0, o1, ...``, C-contiguous 2-D arrays
     of ``widths[j]`` columns whose columns, concatenated, are the tape's outputs.
     ``tiled``: print it a tile of points at a time, across SIMD lanes
-    (``_TiledPrinter``); by default as ``TILED_MIN_OPS_PER_STORE`` says (not at all).
+    (``_TiledPrinter``); by default as ``TILED_MIN_OPS_PER_STORE`` says (``is_tiled``).
     ``segment``: statements per segment function (``SEGMENT``, or ``TILED_SEGMENT``).
     """
     if tiled is None:
@@ -97,7 +99,11 @@ def is_tiled(tape, widths=None) -> bool:
     """Whether ``print_kernel`` tiles this tape by default (``TILED_MIN_OPS_PER_STORE``)."""
     if TILED_MIN_OPS_PER_STORE is None:
         return False
-    return tape.num_ops >= TILED_MIN_OPS_PER_STORE * max(len(Plan(tape, widths).stores), 1)
+    key = (tape, leaf_widths(len(tape.outputs), widths))
+    stores = _stores.get(key)
+    if stores is None:      # a plan of a long tape takes ms: auto asks on every call
+        stores = _stores[key] = len(Plan(tape, widths).stores)
+    return tape.num_ops >= TILED_MIN_OPS_PER_STORE * max(stores, 1)
 
 
 def compile_seconds(tape, widths=None) -> float:
@@ -125,7 +131,8 @@ class _NumbaPrinter(Printer):
         """The segment functions ``segment{s}(signature)``: ``prologue(s)`` lines, then
         the statements under ``indent``."""
         # a single segment is inlined into the point loop, as prefill and finish are:
-        # a call per point passing every array cost a Rosenbrock-10 Hessian 20% of its time
+        # a call per point passing every array: the Rosenbrock-10 Hessian's out= call ran
+        # 1.49-1.91x the hand-written kernel's before, 1.26x after (benchmarks/compare.py)
         opts = "_inline" if len(self.plan.segments) == 1 else "_opts"
         return [f"\n@njit(**{opts})\ndef segment{s}({signature}):\n"
                 + "".join(f"    {line}\n" for line in (prologue(s) if prologue else ()))
@@ -357,6 +364,7 @@ def _unload(key, module):
 
 _kernels = bounded.LRU(bounded.MAX_KERNELS, on_evict=_unload)
 _names = bounded.LRU(bounded.MAX_TAPES)
+_stores = bounded.LRU(bounded.MAX_TAPES)     # (tape, widths) -> outputs stored per point
 
 
 def is_loaded(key) -> bool:
