@@ -35,8 +35,10 @@ ATTEMPTS = 2             # background compiles of one kernel, before calls stop 
 # 0.3 s here (README, "Start-up and compile time"); a call the NumPy interpreter is
 # expected to finish sooner runs there while the kernels load in a thread.
 LOAD_SECONDS = 0.25
-# The NumPy interpreter's time per point, measured at 10^5 points on this machine: about
-# 1 ns per instruction and 7 ns per output (each output is one more strided copy).
+# The NumPy interpreter's time per point at 10^5 points on this machine: about 1 ns per
+# instruction and 7 ns per output (each output is one more strided copy); the estimate
+# was 0.8-3.6x the measured time over the benchmark problems, mostly above it
+# (python benchmarks/numpy_interpreter.py).
 NUMPY_SECONDS_PER_OP = 1e-9
 NUMPY_SECONDS_PER_OUTPUT = 7e-9
 
