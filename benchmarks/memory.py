@@ -6,10 +6,11 @@
 
 Two measures of the output-memory targets (``compare.py`` runs them too):
 
-- **loop**: 50 dense Lorenz-96 (n = 40) Jacobian calls without ``out=``, each result
-  dropped at once, as a plain loop does; the peak resident size during the loop less
-  the resident size before it, next to one output's bytes (1.28 GB at B = 100,000).
-  Target: at most one output + 0.5 GB.
+- **loop**: 50 dense calls without ``out=`` of the Lorenz-96 (n = 40) Jacobian (a
+  point-by-point kernel) and of the Lennard-Jones and tanh MLP Hessians (tiled kernels),
+  each result dropped at once, as a plain loop does; the peak resident size during the
+  loop less the resident size before it, next to one output's bytes (1.28 GB for
+  Lorenz-96 at B = 100,000). Target: at most one output + 0.5 GB.
 - **call**: one call of each problem's derivative, dense, into a reused buffer
   (``out=``) and sparse (a Jacobian or Hessian: ``bd.grad`` has no sparse result), and
   of the hand-written kernel that allocates its output (the floor: the interpreter,
@@ -48,7 +49,7 @@ import problems
 GB = 1e9
 WARM_CALLS = 8
 LOOP_CALLS = 50
-LOOP_PROBLEM = "Lorenz-96 n=40"
+LOOP_PROBLEMS = ("Lorenz-96 n=40", "Lennard-Jones 4 atoms", "tanh MLP 8-16-16-1 input")
 
 
 # -- in the measured process -------------------------------------------------------------
@@ -107,7 +108,7 @@ def cases(quick=False, only=None):
     scale = 10 if quick else 1
     chosen = [p for p in problems.PROBLEMS if not only or only.lower() in p.name.lower()]
     loop = [(p.name, problems.AUTO, p.batch // scale, LOOP_CALLS)
-            for p in chosen if p.name == LOOP_PROBLEM]
+            for p in chosen if p.name in LOOP_PROBLEMS]
     return loop + [(p.name, method, p.batch // scale, 1) for p in chosen
                    for method in (problems.AUTO, problems.AUTO_OUT, problems.SPARSE,
                                   hw.ALLOCATING) if method in p.methods]
