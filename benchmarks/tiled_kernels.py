@@ -3,10 +3,16 @@
     python benchmarks/tiled_kernels.py
 
 ``numba_compiled.print_kernel(..., tiled=True)`` prints each segment as a loop over a
-tile of points that LLVM vectorises; it is not chosen by default (see
-``TILED_MIN_OPS_PER_STORE``). This times both into a reused buffer, float64, the
+tile of points that LLVM vectorises; by default it is chosen for tapes of
+``TILED_MIN_OPS_PER_STORE`` or more operations per output stored. This times both into a reused buffer, float64, the
 fastest of 9 calls each, and writes ``benchmarks/results/tiled.md``.
+
+    python benchmarks/tiled_kernels.py --dtype float32 --only Lennard --rounds 3
+
+times one dtype, the problems whose label contains a string, in several rounds, and
+only prints (a full float32 run writes ``tiled_float32.md``).
 """
+import argparse
 import os
 import sys
 import time
@@ -43,23 +49,34 @@ def timed(make, f, X, tiled):
     return min(times), out
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--only", default="", help="problems whose label contains this")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args(argv)
+    dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
     lines = [f"Measured with `python benchmarks/tiled_kernels.py` on {time.strftime('%Y-%m-%d')}"
-             f" ({os.cpu_count()} cores), float64, ms per call into a reused buffer.", "",
+             f" ({os.cpu_count()} cores), {dtype}, ms per call into a reused buffer.", "",
              "| problem | B | scalar | tiled | scalar / tiled |", "|---|---|---|---|---|"]
+    rtol = 1e-10 if dtype == np.float64 else 1e-4
     for label, make, f, X in cases(rng):
-        scalar, a = timed(make, f, X, False)
-        tiled, b = timed(make, f, X, True)
-        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * np.max(np.abs(a)))
-        lines.append(f"| {label} | {len(X):,} | {scalar * 1e3:.2f} | {tiled * 1e3:.2f} | "
-                     f"{scalar / tiled:.2f} |")
-        print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                           "tiled.md"), "w") as f:
-        f.write(text)
-    print(text)
+        if args.only not in label:
+            continue
+        X = X.astype(dtype)
+        for _ in range(args.rounds):
+            scalar, a = timed(make, f, X, False)
+            tiled, b = timed(make, f, X, True)
+            np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * np.max(np.abs(a)))
+            lines.append(f"| {label} | {len(X):,} | {scalar * 1e3:.2f} | {tiled * 1e3:.2f} | "
+                         f"{scalar / tiled:.2f} |")
+            print(lines[-1], flush=True)
+    if not args.only and args.rounds == 1:
+        name = "tiled.md" if dtype == np.float64 else f"tiled_{dtype}.md"
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                               name), "w") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
