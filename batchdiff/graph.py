@@ -12,6 +12,7 @@ wraps arrays of them, and the derivative rules in ``ops.py`` are written with th
 """
 from __future__ import annotations
 
+import collections
 import functools
 import struct
 import threading
@@ -71,6 +72,11 @@ class Tape:
         """Instructions that compute something (not inputs, not constants); counted once
         (executors ask on every call)."""
         return sum(1 for ins in self.instrs if ins.is_op)
+
+    @functools.cached_property
+    def op_counts(self) -> collections.Counter:
+        """How many instructions of each op (``{"add": 12, "sin": 3, ...}``); counted once."""
+        return collections.Counter(ins.op for ins in self.instrs if ins.is_op)
 
     def ops(self) -> list:
         """Positions of the instructions that compute something, in order."""

@@ -184,6 +184,10 @@ class Printer:
         return expression(ins, [self.name(a) for a in ins.args], self.target, self.dtype,
                           self.tape.const_value)
 
+    def checks(self, ins) -> list:
+        """Statements before instruction ``ins`` (none by default)."""
+        return []
+
     def stores(self, node) -> list:
         """Statements writing ``node`` from its local."""
         return [self.assign(self.out(j, c), self.name(node)) for j, c in self.store_positions(node)]
@@ -199,6 +203,7 @@ class Printer:
         lines = [self.define(self.name(a), self.load_input(a)) for a in inputs]
         lines += [self.define(f"v{a}", self.scratch(plan.slot[a])) for a in incoming]
         for i in plan.segments[s]:
+            lines += self.checks(instrs[i])
             lines.append(self.define(f"v{i}", self.expression(instrs[i])))
             lines += self.stores(i)
             if i in plan.slot:
