@@ -150,12 +150,15 @@ def test_auto_times_fresh_and_reused_outputs_apart():
     assert race.winner == "compiled"
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_tiled_tanh_is_within_two_ulp(tiled, dtype):
+MATH_METHODS = [(m, d) for m in ("tiled", "replay") for d in (np.float64, np.float32)]
+
+
+@pytest.mark.parametrize("method, dtype", MATH_METHODS)
+def test_own_tanh_is_within_two_ulp(method, dtype, request):
     """Tiled kernels spell tanh without libm (so that it vectorises), in each dtype's own
-    precision: within 2 ulp of the exact tanh (NumPy's in float64, rounded to float32)
-    over its whole range, NaN, infinities and signed zeros as NumPy, and its derivative
-    rule follows."""
+    precision, replay in float64: within 2 ulp of the exact tanh (NumPy's in float64,
+    rounded to float32) over its whole range, NaN, infinities and signed zeros as NumPy,
+    and its derivative rule follows."""
     rng = np.random.default_rng(11)
     tiny = np.finfo(dtype).tiny
     x = np.concatenate([rng.uniform(-1, 1, 20000), rng.uniform(-25, 25, 20000),
@@ -163,8 +166,9 @@ def test_tiled_tanh_is_within_two_ulp(tiled, dtype):
                         -np.geomspace(tiny, 700, 2000), [0.0, -0.0, np.inf, -np.inf, np.nan,
                                                          0.625, -0.625, 9.01, 19.06, tiny / 4]])
     x = x.astype(dtype)
-    f = bd.value_and_grad(lambda v: np.tanh(v[0]), method="compiled")
-    assert ("_tanhf(" if dtype == np.float32 else "_tanh(") in f.source(x[:, None])
+    f = bd.value_and_grad(lambda v: np.tanh(v[0]), method=_method(method, request))
+    if method == "tiled":
+        assert ("_tanhf(" if dtype == np.float32 else "_tanh(") in f.source(x[:, None])
     value, grad = f(x[:, None])
     assert value.dtype == dtype
     exact = np.tanh(x.astype(np.float64))
@@ -184,12 +188,12 @@ def _ulp(value, exact, dtype):
     return np.where(same, 0.0, ulp)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_tiled_sin_and_cos_are_within_two_ulp(tiled, dtype):
-    """Tiled kernels spell sin and cos without libm (so that they vectorise): within 2
-    ulp of NumPy's below TRIG_MAX, also at the doubles nearest multiples of pi/2; a tile
-    holding an argument beyond TRIG_MAX, or an infinite one, is redone with libm; NaN and
-    signed zeros as NumPy."""
+@pytest.mark.parametrize("method, dtype", MATH_METHODS)
+def test_own_sin_and_cos_are_within_two_ulp(method, dtype, request):
+    """Tiled kernels and replay spell sin and cos without libm (so that they vectorise):
+    within 2 ulp of NumPy's below TRIG_MAX, also at the doubles nearest multiples of pi/2;
+    a tile (a replay block) holding an argument beyond TRIG_MAX, or an infinite one, is
+    done with libm; NaN and signed zeros as NumPy."""
     from batchdiff.kernels.vector_math import TRIG_MAX
     rng = np.random.default_rng(12)
     k = np.arange(1.0, 4000.0) * 40
@@ -202,10 +206,11 @@ def test_tiled_sin_and_cos_are_within_two_ulp(tiled, dtype):
     x[5] = np.inf
     x[-3] = -np.inf
     x = x.astype(dtype)
-    f = bd.value_and_grad(lambda v: np.sin(v[0]), method="compiled")
-    source = f.source(x[:, None])
-    suffix = "f" if dtype == np.float32 else ""
-    assert f"_sin{suffix}(" in source and f"_cos{suffix}(" in source and "np.sin(" in source
+    f = bd.value_and_grad(lambda v: np.sin(v[0]), method=_method(method, request))
+    if method == "tiled":
+        source = f.source(x[:, None])
+        suffix = "f" if dtype == np.float32 else ""
+        assert f"_sin{suffix}(" in source and f"_cos{suffix}(" in source and "np.sin(" in source
     value, grad = f(x[:, None])
     assert value.dtype == grad.dtype == dtype
     exact = x.astype(np.float64)
