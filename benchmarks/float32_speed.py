@@ -16,17 +16,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import batchdiff as bd  # noqa: E402
-from problems import chain, problem  # noqa: E402
+from problems import timing_cases  # noqa: E402
 
 B = 100_000
-
-
-def cases(rng):
-    for name in ("Lennard-Jones 4 atoms", "tanh MLP 8-16-16-1", "tanh MLP 8-16-16-1 input"):
-        p = problem(name)
-        yield f"{p.name} {p.transform}", getattr(bd, p.transform), p.fn, p.points(B, rng)
-    yield "sin chain, 125 steps, grad", bd.grad, chain(125), rng.uniform(-1, 1, (B, 8))
+PROBLEMS_TIMED = ("Lennard-Jones 4 atoms", "tanh MLP 8-16-16-1", "tanh MLP 8-16-16-1 input")
 
 
 def fastest(g, X, out, repeats=9):
@@ -46,7 +39,7 @@ def main():
              "buffer, B = 100,000.", "",
              "| problem | float64 | float32 | float64 / float32 | float32 max rel. error |",
              "|---|---|---|---|---|"]
-    for label, transform, f, X in cases(rng):
+    for label, transform, f, X in timing_cases(PROBLEMS_TIMED, rng, B):
         g = transform(f, method="compiled")
         times, results = {}, {}
         for dtype in (np.float64, np.float32):

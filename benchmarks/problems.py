@@ -136,3 +136,12 @@ def problem(name) -> Problem:
         if p.name == name:
             return p
     raise KeyError(f"no benchmark problem {name!r}; there are {[p.name for p in PROBLEMS]}")
+
+
+def timing_cases(names, rng, batch=100_000):
+    """``(label, transform, f, X)`` for the problems called ``names``, then the gradient of a
+    sin chain of 125 steps: the compute-bound cases of the kernel timing scripts."""
+    for name in names:
+        p = problem(name)
+        yield f"{p.name} {p.transform}", getattr(bd, p.transform), p.fn, p.points(batch, rng)
+    yield "sin chain, 125 steps, grad", bd.grad, chain(125), rng.uniform(-1, 1, (batch, 8))

@@ -22,6 +22,9 @@ from . import cache, layout
 from .vector_math import FUNCTIONS, TRIG_OPS, vector_math
 
 BLOCK = 128
+# tanh, sin and cos by kernels/vector_math.py's float64 functions, not libm's (False: libm's,
+# as benchmarks/replay_math.py compares)
+OWN_MATH = True
 PREFIX = "bdreplay"
 # opcodes: ops in this order (frequent first: the branch chain is walked per instruction)
 _FIRST = ("mul", "add", "sub", "neg", "div", "where")
@@ -40,8 +43,8 @@ def replay_source() -> str:
         branch = f"""        {keyword} op == {code}:  # {name}
             for p in range(n):
                 buf[d, p] = {expr}"""
-        own = FUNCTIONS.get((name, "float64"))     # libm's is a call per point, 12-16 ns
-        if name in TRIG_OPS:    # its own only where the reduction holds for the whole block
+        own = OWN_MATH and FUNCTIONS.get((name, "float64"))  # libm: a call per point, 12-16 ns
+        if own and name in TRIG_OPS:    # own only where its reduction holds for the block
             branch = f"""        {keyword} op == {code}:  # {name}
             big = False
             for p in range(n):
