@@ -191,18 +191,20 @@ def _ulp(value, exact, dtype):
 @pytest.mark.parametrize("method, dtype", MATH_METHODS)
 def test_own_sin_and_cos_are_within_two_ulp(method, dtype, request):
     """Tiled kernels and replay spell sin and cos without libm (so that they vectorise):
-    within 2 ulp of NumPy's below TRIG_MAX, also at the doubles nearest multiples of pi/2;
+    within 2 ulp of NumPy's below TRIG_MAX (3 in float32 tiled kernels, below
+    TRIG_MAX_F), also at the doubles nearest multiples of pi/2;
     a tile (a replay block) holding an argument beyond TRIG_MAX, or an infinite one, is
     done with libm; NaN and signed zeros as NumPy."""
-    from batchdiff.kernels.vector_math import TRIG_MAX
+    from batchdiff.kernels import vector_math
+    limit = vector_math.trig_max(dtype if method == "tiled" else np.float64)
     rng = np.random.default_rng(12)
-    k = np.arange(1.0, 4000.0) * 40
-    near = k * (np.pi / 2)
-    x = np.concatenate([rng.uniform(-4, 4, 20000), rng.uniform(-TRIG_MAX, TRIG_MAX, 20000),
+    k = np.arange(1.0, 4000.0) * (limit / 4000 / (np.pi / 2))
+    near = np.round(k) * (np.pi / 2)
+    x = np.concatenate([rng.uniform(-4, 4, 20000), rng.uniform(-limit, limit, 20000),
                         near, np.nextafter(near, 0), -np.nextafter(near, np.inf),
                         rng.standard_normal(3000) * 1e-6, [0.0, -0.0, np.nan, 5e-324]])
     x = rng.permutation(x)
-    x[::997] = rng.uniform(TRIG_MAX, 1e22, x[::997].size) * rng.choice([-1, 1], x[::997].size)
+    x[::997] = rng.uniform(limit, 1e22, x[::997].size) * rng.choice([-1, 1], x[::997].size)
     x[5] = np.inf
     x[-3] = -np.inf
     x = x.astype(dtype)
@@ -214,8 +216,9 @@ def test_own_sin_and_cos_are_within_two_ulp(method, dtype, request):
     value, grad = f(x[:, None])
     assert value.dtype == grad.dtype == dtype
     exact = x.astype(np.float64)
+    bound = 3 if dtype == np.float32 and method == "tiled" else 2     # float32 alone: 2.4
     with np.errstate(invalid="ignore"):
-        assert _ulp(value, np.sin(exact), dtype).max() <= 2
-        assert _ulp(grad[:, 0], np.cos(exact), dtype).max() <= 2
+        assert _ulp(value, np.sin(exact), dtype).max() <= bound
+        assert _ulp(grad[:, 0], np.cos(exact), dtype).max() <= bound
     assert np.array_equal(np.signbit(value[x == 0]), np.signbit(x[x == 0]))
     assert np.isnan(value[~np.isfinite(x)]).all()
