@@ -13,12 +13,10 @@ batch size, so a new batch size reuses the compiled kernel.
 """
 from __future__ import annotations
 
-import collections
-import math
-
 import numpy as np
 
 from . import bounded, cache
+from .numba_fills import fill_value, finish, prefill
 from .plan import Plan, Printer, leaf_widths
 from .printing import py_literal
 from .vector_math import FUNCTIONS, TRIG_OPS, vector_math
@@ -133,9 +131,9 @@ class _NumbaPrinter(Printer):
     def fills(self) -> list:
         """``prefill`` and ``finish``: the constant and mirrored outputs of a point's rows."""
         plan, leaves = self.plan, self.leaves
-        fills = [_fill_value(c, w) for c, w in zip(plan.consts, plan.widths)]
-        return [_prefill(fills, plan.widths, leaves, self.dtype),
-                _finish(plan.consts, plan.dups, fills, leaves, self.dtype)]
+        fills = [fill_value(c, w) for c, w in zip(plan.consts, plan.widths)]
+        return [prefill(fills, plan.widths, leaves, self.dtype),
+                finish(plan.consts, plan.dups, fills, leaves, self.dtype)]
 
 
 class _PointPrinter(_NumbaPrinter):
@@ -179,15 +177,21 @@ class _TiledPrinter(_NumbaPrinter):
 
     Each segment is one loop over the tile's points with the tape's statements in its
     body, so LLVM vectorises it, a SIMD lane per point (4 doubles or 8 floats with
-    AVX2). The tile's inputs are transposed into a work array first, and its outputs
-    are stored point by point (row by row, as the leaves are laid out) after the last
-    segment.
+    AVX2, 8 or 16 with AVX-512). The tile's inputs are transposed into a work array
+    first, and its outputs are stored point by point (row by row, as the leaves are laid
+    out) after the last segment.
 
     One flat work array ``w`` of rows of ``TILE`` lanes holds the tile's inputs, its
     computed outputs and the scratch slots: every load and store of a segment's loop is
     ``w[constant + l]``, which lets LLVM prove them independent and vectorise the loop
     across points (separate arrays, or rows of a 2-D array whose length it does not
     know, need a run-time alias check per pair of accesses, too many for its vectoriser).
+
+    ``tanh``, ``sin`` and ``cos`` are spelled by ``vector_math``'s functions, inlined. Their
+    argument reduction holds up to ``TRIG_MAX``: a lane whose ``sin``/``cos`` argument is
+    beyond it (or infinite) sets its entry of a flag row of ``w``, and a flagged tile is
+    computed again from its inputs (which no segment overwrites) by ``segment{s}x``,
+    the segments with ``sin``/``cos`` printed with libm's.
     """
 
     def __init__(self, plan, dtype, sources):
@@ -303,72 +307,7 @@ def run_serial(X, S, {leaves}n):
         return "\n".join(lines)
 
 
-FILL_SHARE = 4      # a leaf whose most common constant is 1/4 of it is prefilled with it
-
-
-def _fill_value(leaf_consts, width):
-    """The constant a leaf's row is prefilled with (its zeros, mostly), or None.
-
-    Filling a whole row is a loop LLVM turns into vector stores; the same constants
-    stored one by one, or as many short runs, cost a scalar store each, which bounds
-    a dense Hessian (Rosenbrock-10: 73 constants in a row of 100).
-    """
-    counts = collections.Counter(repr(float(v)) for _, v in leaf_consts)  # 0.0 is not -0.0
-    if not counts:
-        return None
-    text, count = counts.most_common(1)[0]
-    return float(text) if count * FILL_SHARE >= width else None
-
-
-def _prefill(fills, widths, leaves, dtype) -> str:
-    """``prefill``: each leaf's row set to its fill value, before any other store."""
-    body = []
-    for j, (value, width) in enumerate(zip(fills, widths)):
-        if value is not None:
-            body += [f"    for k in range({width}):",
-                     f"        o{j}[b, k] = {py_literal(value, dtype)}"]
-    return f"\n\n@njit(**_inline)\ndef prefill({leaves}b):\n" + ("\n".join(body) or "    pass")
-
-
-def _finish(consts, dups, fills, leaves, dtype) -> str:
-    """``finish``: per leaf, its other constant outputs (as runs of equal values) and copies.
-
-    The tables are unsigned: a signed index from an array gets Numba's negative-index
-    check on every store, which keeps LLVM from vectorising the run loops (5x slower
-    on the zeros of a Lorenz-96 Jacobian).
-    """
-    np_dtype = "np.float32" if np.dtype(dtype) == np.float32 else "np.float64"
-    tables, body = [], []
-    for j, (leaf_consts, leaf_dups) in enumerate(zip(consts, dups)):
-        runs = []               # (start, stop, value)
-        for k, v in leaf_consts:
-            if fills[j] is not None and _same(v, fills[j]):
-                continue
-            if runs and runs[-1][1] == k and _same(runs[-1][2], v):
-                runs[-1][1] = k + 1
-            else:
-                runs.append([k, k + 1, v])
-        if runs:
-            values = ", ".join(py_literal(r[2], np.float64) for r in runs)
-            tables += [f"_RUN_START{j} = np.array({[r[0] for r in runs]!r}, dtype=np.uint64)",
-                       f"_RUN_STOP{j} = np.array({[r[1] for r in runs]!r}, dtype=np.uint64)",
-                       f"_RUN_VAL{j} = np.array([{values}], dtype={np_dtype})"]
-            body += [f"    for r in range({len(runs)}):",
-                     f"        v = _RUN_VAL{j}[r]",
-                     f"        for k in range(_RUN_START{j}[r], _RUN_STOP{j}[r]):",
-                     f"            o{j}[b, k] = v"]
-        if leaf_dups:
-            tables += [f"_DUP_DST{j} = np.array({[k for k, _ in leaf_dups]!r}, dtype=np.uint64)",
-                       f"_DUP_SRC{j} = np.array({[k for _, k in leaf_dups]!r}, dtype=np.uint64)"]
-            body += [f"    for r in range({len(leaf_dups)}):",
-                     f"        o{j}[b, _DUP_DST{j}[r]] = o{j}[b, _DUP_SRC{j}[r]]"]
-    return "\n\n" + "\n".join(tables) + f"\n\n\n@njit(**_inline)\ndef finish({leaves}b):\n" + (
-        "\n".join(body) or "    pass")
-
-
 PREFIX = "bdk"
-def _same(a, b) -> bool:
-    return a == b and math.copysign(1.0, a) == math.copysign(1.0, b) or a != a and b != b
 
 
 def _unload(key, module):
