@@ -48,7 +48,9 @@ TILED_SEGMENT = 100
 COMPILE_SECONDS_PER_OP = 4e-3   # compile time per instruction (compile_seconds)
 TILED_COMPILE_FACTOR = 2.7
 # the sin chain's tiled gradient (benchmarks/problems.chain(125): 989 ops, 125 sin, 125
-# cos) took 81 s to compile without its redo segments, 108 s with them
+# cos) took 81 s to compile without its redo segments, 108 s with them: one ad-hoc
+# measurement, the first call with an empty BATCHDIFF_CACHE_DIR, the redo segments
+# removed by patching _TiledPrinter (no committed script measures it)
 INLINED_OPS = 28
 TRIG_REDO_FACTOR = 1.35
 
