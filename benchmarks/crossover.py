@@ -22,7 +22,7 @@ os.environ["BATCHDIFF_BACKGROUND_COMPILE"] = "0"
 
 import batchdiff as bd  # noqa: E402
 from batchdiff.kernels import layout, numba_compiled, numba_replay  # noqa: E402
-from problems import chain, lennard_jones, rosenbrock  # noqa: E402
+from problems import chain, lennard_jones, measured_line, rosenbrock, write_result  # noqa: E402
 
 B = 100_000
 
@@ -63,17 +63,12 @@ def main():
             for s in (25, 100, 250, 1000)]
     rows.append(measure("Rosenbrock n=10 hessian", "hessian", rosenbrock, 10, rng))
     rows.append(measure("Lennard-Jones 4 atoms hessian", "hessian", lennard_jones, 12, rng))
-    lines = ["Measured with `python benchmarks/crossover.py` "
-             f"on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores), B = {B:,}, float64.", "",
+    lines = [measured_line("crossover.py", f"B = {B:,}, float64."), "",
              "| tape | ops | compile (s) | replay (ms) | compiled (ms) | break-even (points) |",
              "|---|---|---|---|---|---|"]
     lines += ["| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.1e} |".format(*r) for r in rows]
-    text = "\n".join(lines) + "\n"
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "crossover.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_result("crossover.md", lines)
+    print("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

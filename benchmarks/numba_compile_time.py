@@ -13,9 +13,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from problems import measured_line, write_result  # noqa: E402
 
 CHILD = r"""
 import sys, time, numpy as np
@@ -36,8 +38,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[125, 500, 2000])
     args = parser.parse_args(argv)
-    lines = [f"Measured with `python benchmarks/numba_compile_time.py` on "
-             f"{time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores), float64, seconds.", "",
+    lines = [measured_line("numba_compile_time.py", "float64, seconds."), "",
              "| tape instructions | scalar kernel | tiled kernel (SIMD across points) |",
              "|---|---|---|"]
     for steps in args.sizes:
@@ -52,10 +53,8 @@ def main(argv=None):
                 cells.append(f"{float(seconds):.2f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(HERE, "results", "numba_compile.md"), "w") as f:
-        f.write(text)
-    print(text)
+    write_result("numba_compile.md", lines)
+    print("\n".join(lines) + "\n")
     return 0
 
 

@@ -10,7 +10,6 @@ beside it. Writes ``benchmarks/results/numpy_interpreter.md``.
 """
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -19,34 +18,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import batchdiff as bd  # noqa: E402
 from batchdiff.interpreter import evaluate  # noqa: E402
 from batchdiff.kernels import warmup  # noqa: E402
-from problems import PROBLEMS  # noqa: E402
+from problems import PROBLEMS, fastest, measured_line, write_result  # noqa: E402
 
 B = 100_000
 
 
 def main():
     rng = np.random.default_rng(0)
-    lines = [f"Measured with `python benchmarks/numpy_interpreter.py` on "
-             f"{time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores), float64, B = {B:,}.", "",
+    lines = [measured_line("numpy_interpreter.py", f"float64, B = {B:,}."), "",
              "| tape | ops | outputs | measured (ms) | estimate (ms) | estimate / measured |",
              "|---|---|---|---|---|---|"]
     for p in PROBLEMS:
         X = p.points(B, rng)
         tape = getattr(bd, p.transform)(p.fn).tape(X)
         out = np.empty((B, len(tape.outputs)))
-        best = float("inf")
-        for _ in range(3):
-            t = time.perf_counter()
-            evaluate(tape, [X], B, np.float64, outs=[out])
-            best = min(best, time.perf_counter() - t)
+        best = fastest(evaluate, tape, [X], B, np.float64, outs=[out], repeats=3, warmup=False)
         estimate = warmup.numpy_seconds(tape, B)
         lines.append(f"| {p.name} {p.transform} | {tape.num_ops} | {len(tape.outputs)} | "
                      f"{best * 1e3:.1f} | {estimate * 1e3:.1f} | {estimate / best:.2f} |")
         print(lines[-1], flush=True)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                        "numpy_interpreter.md")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_result("numpy_interpreter.md", lines)
 
 
 if __name__ == "__main__":

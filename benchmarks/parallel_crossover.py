@@ -9,13 +9,16 @@ chose ``numba_exec.PARALLEL_MIN_SECONDS``: the serial work at which the two brea
 The table goes to ``benchmarks/results/parallel.md``.
 """
 import os
-import time
+import sys
 
 import numpy as np
 
-import batchdiff as bd
-from batchdiff.kernels import layout, numba_compiled
-from batchdiff.problems import arm, lennard_jones, lorenz96, rosenbrock
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import batchdiff as bd  # noqa: E402
+from batchdiff.kernels import layout, numba_compiled  # noqa: E402
+from batchdiff.problems import arm, lennard_jones, lorenz96, rosenbrock  # noqa: E402
+from problems import fastest, measured_line, write_result  # noqa: E402
 
 SIZES = (512, 2048, 8192, 32768, 65536)
 CASES = [("2-link arm jacobian", bd.jacobian, arm, 2),
@@ -25,20 +28,15 @@ CASES = [("2-link arm jacobian", bd.jacobian, arm, 2),
          ("Lennard-Jones 4 atoms hessian", bd.hessian, lennard_jones, 12)]
 
 
-def fastest(module, X, out, parallel, repeats=15):
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        numba_compiled.run(module, X, np.zeros(0), [out], parallel)
-        best = min(best, time.perf_counter() - t)
-    return best
+def run(module, X, out, parallel):
+    """One call of the kernel ``module``, serial or parallel, over ``X`` into ``out``."""
+    numba_compiled.run(module, X, np.zeros(0), [out], parallel)
 
 
 def main():
     rng = np.random.default_rng(0)
-    lines = [f"Measured with `python benchmarks/parallel_crossover.py` on "
-             f"{time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores), float64: ms serial / "
-             "ms parallel, the faster in bold.", "",
+    lines = [measured_line("parallel_crossover.py", "float64: ms serial / ms parallel, the "
+                           "faster in bold."), "",
              "| tape | ops | " + " | ".join(f"{b:,} points" for b in SIZES) + " |",
              "|---|---|" + "---|" * len(SIZES)]
     for name, transform, f, n in CASES:
@@ -51,13 +49,12 @@ def main():
         out = np.zeros((len(X), len(tape.outputs)))
         cells = []
         for b in SIZES:
-            s, p = (fastest(module, X[:b], out[:b], par) * 1e3 for par in (False, True))
+            s, p = (fastest(run, module, X[:b], out[:b], par, repeats=15, warmup=False) * 1e3
+                    for par in (False, True))
             cells.append(f"**{s:.3f}** / {p:.3f}" if s <= p else f"{s:.3f} / **{p:.3f}**")
         lines.append(f"| {name} | {tape.num_ops} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "parallel.md")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_result("parallel.md", lines)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,16 @@ JAX and PyTorch versions are the same code. ``Problem.method`` makes the calls w
 outputs the output-memory targets compare (``METHODS``): batchdiff with and without
 ``out=``, dense and (for a Jacobian or Hessian) sparse, and the hand-written kernel into a
 reused or a new array.
+
+It also holds what the standalone timing scripts share: ``fastest`` (best of N calls),
+``measured_line`` (a results table's first line) and ``write_result`` (the table, into
+``benchmarks/results/``).
 """
 from __future__ import annotations
 
 import functools
+import os
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +33,46 @@ SPARSE_OUT = "batchdiff sparse, out="
 METHODS = (hw.REUSED, hw.ALLOCATING, AUTO, AUTO_OUT, SPARSE, SPARSE_OUT)
 # the transforms that take sparse=True (bd.grad does not: a gradient is a dense vector)
 SPARSE_TRANSFORMS = ("jacobian", "hessian")
+# where the standalone scripts write their tables
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def fastest(fn, *args, repeats=9, warmup=True, **kwargs) -> float:
+    """The shortest wall time in seconds (``time.perf_counter``) of ``repeats`` calls
+    ``fn(*args, **kwargs)``, after one call that is not timed (none if ``warmup=False``).
+
+    >>> fastest(sorted, [3, 1, 2], repeats=3, reverse=True) < 1.0
+    True
+    """
+    if warmup:
+        fn(*args, **kwargs)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def measured_line(script, what, sep=", ") -> str:
+    """The first line of a results table: ``Measured with `python benchmarks/SCRIPT` on
+    DATE (N cores)``, then ``sep`` and ``what``.
+
+    >>> measured_line("x.py", "float64.").endswith(f"({os.cpu_count()} cores), float64.")
+    True
+    """
+    return (f"Measured with `python benchmarks/{script}` on {time.strftime('%Y-%m-%d')} "
+            f"({os.cpu_count()} cores){sep}{what}")
+
+
+def write_result(name, lines) -> str:
+    """Write ``lines``, one a line, to ``benchmarks/results/NAME`` (the folder made if
+    missing); return the file's path."""
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, name)
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
 
 
 def chain(steps, n=8):

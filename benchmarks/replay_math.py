@@ -10,15 +10,13 @@ with libm's calls, each result checked against the other; writes
 """
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from batchdiff.kernels import numba_replay  # noqa: E402
-from float32_speed import fastest  # noqa: E402
-from problems import timing_cases  # noqa: E402
+from problems import fastest, measured_line, timing_cases, write_result  # noqa: E402
 
 B = 100_000
 PROBLEMS_TIMED = ("2-link arm", "tanh MLP 8-16-16-1", "tanh MLP 8-16-16-1 input")
@@ -29,14 +27,13 @@ def timed(own, make, f, X):
     numba_replay.interpreter.cache_clear()
     g = make(f, method="replay")
     out = g(X)
-    return fastest(g, X, out), out
+    return fastest(g, X, out=out), out
 
 
 def main():
     rng = np.random.default_rng(0)
-    lines = [f"Measured with `python benchmarks/replay_math.py` on {time.strftime('%Y-%m-%d')}"
-             f" ({os.cpu_count()} cores), `method=\"replay\"`, float64, ms per call into a "
-             "reused buffer, B = 100,000.", "",
+    lines = [measured_line("replay_math.py", '`method="replay"`, float64, ms per call into '
+                           "a reused buffer, B = 100,000."), "",
              "| problem | libm | own | libm / own |", "|---|---|---|---|"]
     for label, make, f, X in timing_cases(PROBLEMS_TIMED, rng, B):
         libm, a = timed(False, make, f, X)
@@ -44,9 +41,7 @@ def main():
         np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13 * np.max(np.abs(a)))
         lines.append(f"| {label} | {libm * 1e3:.2f} | {own * 1e3:.2f} | {libm / own:.2f} |")
         print(lines[-1], flush=True)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "replay_math.md")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_result("replay_math.md", lines)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from problems import measured_line, write_result  # noqa: E402
+
 CHILD = """
 import numpy as np, batchdiff as bd
 f = lambda v: np.sum(np.sin(v) * v[::-1]) + v[0] * v[1]
@@ -50,8 +54,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=6)
     args = parser.parse_args(argv)
-    lines = [f"Measured with `python benchmarks/six_processes.py` on {time.strftime('%Y-%m-%d')}"
-             f" ({os.cpu_count()} cores): wall seconds from start.", "",
+    lines = [measured_line("six_processes.py", "wall seconds from start.", sep=": "), "",
              "| method | one alone | slowest of " f"{args.processes} | ratio | processes that compiled |",
              "|---|---|---|---|---|"]
     for method in ("replay", "compiled"):
@@ -60,9 +63,7 @@ def main(argv=None):
         lines.append(f"| {method} | {alone:.1f} | {max(times):.1f} | {max(times) / alone:.2f} | "
                      f"{compilers} (modules compiled: {modules}) |")
         print(lines[-1], flush=True)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "six_processes.md")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_result("six_processes.md", lines)
 
 
 if __name__ == "__main__":

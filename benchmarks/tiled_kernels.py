@@ -15,7 +15,6 @@ only prints (a full float32 run writes ``tiled_float32.md``).
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -23,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import batchdiff as bd  # noqa: E402
 from batchdiff.kernels import bounded, numba_compiled  # noqa: E402
-from problems import PROBLEMS, chain  # noqa: E402
+from problems import PROBLEMS, chain, fastest, measured_line, write_result  # noqa: E402
 
 
 def cases(rng):
@@ -40,13 +39,7 @@ def timed(make, f, X, tiled):
     numba_compiled._kernels = bounded.LRU(bounded.MAX_KERNELS, on_evict=numba_compiled._unload)
     g = make(f, method="compiled")
     out = g(X)
-    g(X, out=out)
-    times = []
-    for _ in range(9):
-        t = time.perf_counter()
-        g(X, out=out)
-        times.append(time.perf_counter() - t)
-    return min(times), out
+    return fastest(g, X, out=out), out
 
 
 def main(argv=None):
@@ -57,8 +50,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     dtype = np.dtype(args.dtype)
     rng = np.random.default_rng(0)
-    lines = [f"Measured with `python benchmarks/tiled_kernels.py` on {time.strftime('%Y-%m-%d')}"
-             f" ({os.cpu_count()} cores), {dtype}, ms per call into a reused buffer.", "",
+    lines = [measured_line("tiled_kernels.py", f"{dtype}, ms per call into a reused buffer."),
+             "",
              "| problem | B | scalar | tiled | scalar / tiled |", "|---|---|---|---|---|"]
     rtol = 1e-10 if dtype == np.float64 else 1e-4
     for label, make, f, X in cases(rng):
@@ -73,10 +66,7 @@ def main(argv=None):
                          f"{scalar / tiled:.2f} |")
             print(lines[-1], flush=True)
     if not args.only and args.rounds == 1:
-        name = "tiled.md" if dtype == np.float64 else f"tiled_{dtype}.md"
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                               name), "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_result("tiled.md" if dtype == np.float64 else f"tiled_{dtype}.md", lines)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ sigma 1e-3, and for sin and cos uniform on [-L, L], L the limit of their argumen
 (``vector_math.trig_max``: beyond it a tiled kernel redoes the tile with libm). Writes ``benchmarks/results/tiled_math.md``.
 """
 import os
-import time
+import sys
 
 import numpy as np
 from numba import njit
 
-from batchdiff.kernels import vector_math
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from batchdiff.kernels import vector_math  # noqa: E402
+from problems import fastest, measured_line, write_result  # noqa: E402
 
 LOOP = '''
 @njit(**_opts)
@@ -45,13 +48,13 @@ def main():
     small = np.concatenate([rng.uniform(-1, 1, 10**6), rng.uniform(-25, 25, 10**6),
                             rng.standard_normal(10**6) * 1e-3])
     wide = np.concatenate([small[:2 * 10**6], rng.uniform(-1, 1, 10**6)])
-    lines = [f"Measured with `python benchmarks/tiled_math.py` on {time.strftime('%Y-%m-%d')} "
-             f"({os.cpu_count()} cores), {len(small):,} points: uniform on [-1, 1] and "
-             "[-25, 25], and normal with sigma 1e-3 (tanh) or uniform on [-L, L] (sin, cos; "
-             f"L = TRIG_MAX = {vector_math.TRIG_MAX:g} in float64, TRIG_MAX_F = "
-             f"{vector_math.TRIG_MAX_F:g} in float32). "
-             "Errors against NumPy's float64 function (in float32 ulp, that is the exact "
-             "value).", "",
+    what = (f"{len(small):,} points: uniform on [-1, 1] and "
+            "[-25, 25], and normal with sigma 1e-3 (tanh) or uniform on [-L, L] (sin, cos; "
+            f"L = TRIG_MAX = {vector_math.TRIG_MAX:g} in float64, TRIG_MAX_F = "
+            f"{vector_math.TRIG_MAX_F:g} in float32). "
+            "Errors against NumPy's float64 function (in float32 ulp, that is the exact "
+            "value).")
+    lines = [measured_line("tiled_math.py", what), "",
              "| dtype | function | ns per call | max error (ulp) | mean error (ulp) |",
              "|---|---|---|---|---|"]
     for dtype in (np.float64, np.float32):
@@ -63,19 +66,13 @@ def main():
             exact = getattr(np, op)(x.astype(np.float64))
             out = np.empty_like(x)
             fn(x[:10], out[:10])
-            best = float("inf")
-            for _ in range(10):
-                t = time.perf_counter()
-                fn(x, out)
-                best = min(best, time.perf_counter() - t)
+            best = fastest(fn, x, out, repeats=10, warmup=False)
             spacing = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
             ulp = np.where(out == exact.astype(dtype), 0.0, np.abs(out - exact) / spacing)
             lines.append(f"| {np.dtype(dtype).name} | {label} | {best / len(x) * 1e9:.2f} | "
                          f"{ulp.max():.1f} | {ulp.mean():.2f} |")
             print(lines[-1], flush=True)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "tiled_math.md")
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_result("tiled_math.md", lines)
 
 
 if __name__ == "__main__":
