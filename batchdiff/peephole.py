@@ -4,15 +4,19 @@
 runs as the graph grows), so derivative graphs never hold the structural zeros and
 ones of the chain rule: ``x*0``, ``x*1``, ``x+0`` vanish as they appear.
 
-Rules keep IEEE semantics except two: ``x*0 -> 0``, which every AD system takes (it is
-what makes structural zeros vanish: a NaN or inf multiplied by a literal zero gives 0),
-and ``c1*(c2*x) -> (c1*c2)*x``, which may round differently in the last bit (the chain
+Rules keep IEEE semantics except three: ``x*0 -> 0``, which every AD system takes (it is
+what makes structural zeros vanish: a NaN or inf multiplied by a literal zero gives 0);
+``x+0 -> x`` and ``0-x -> -x``, which differ from IEEE only in the sign of a zero result
+(``-0.0 + 0`` is ``+0.0`` in IEEE, ``-0.0`` here), and
+``c1*(c2*x) -> (c1*c2)*x``, which may round differently in the last bit (the chain
 rule makes many such products: the gradient of ``3*x**3`` is ``9*x**2``, not ``3*(3*x**2)``).
 
 >>> from batchdiff.graph import Graph
 >>> g = Graph()
 >>> x = g.input()
 >>> g.add("mul", (x, g.const(0.0))) == g.const(0.0)
+True
+>>> g.add("add", (x, g.const(0.0))) == x     # -0.0 stays -0.0: the sign of a zero sum
 True
 """
 from __future__ import annotations
