@@ -59,7 +59,7 @@ import numpy as np
 
 from . import batching, kernels
 from .batched import BatchedTransform
-from .sparse import Pattern, SparseResult
+from .sparse import Pattern, SparseBatch, SparseResult
 from .transforms import Program, _unpack
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,7 @@ def _kernel_threads(plan, blocks):
 
 # -- sparse results ------------------------------------------------------------------------
 
-class DaskSparseResult:
+class DaskSparseResult(SparseBatch):
     """A lazy batch of sparse matrices: one ``Pattern`` and a Dask ``(B, nnz)`` values array.
 
     The pattern comes from the tape, so it is known before anything is computed.
@@ -358,26 +358,6 @@ class DaskSparseResult:
         if values.ndim != 2 or values.shape[1] != pattern.nnz:
             raise ValueError(f"values must have shape (points, {pattern.nnz}); got {values.shape}")
         self.values, self.pattern, self.dense_shape = values, pattern, tuple(dense_shape)
-
-    @property
-    def dtype(self):
-        return self.values.dtype
-
-    @property
-    def nnz(self) -> int:
-        return self.pattern.nnz
-
-    @property
-    def shape(self) -> tuple:
-        """``(B, *dense_shape)``: the shape of ``to_dense()``."""
-        return (len(self),) + self.dense_shape
-
-    @property
-    def matrix_shape(self) -> tuple:
-        return self.pattern.shape
-
-    def __len__(self):
-        return self.values.shape[0]
 
     def __repr__(self):
         (m, n), B = self.matrix_shape, len(self)
