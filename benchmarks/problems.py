@@ -9,7 +9,7 @@ outputs the output-memory targets compare (``METHODS``): batchdiff with and with
 reused or a new array.
 
 It also holds what the standalone timing scripts share: ``fastest`` (best of N calls),
-``measured_line`` (a results table's first line) and ``write_result`` (the table, into
+``fastest_interleaved`` (best of N rounds of several calls), ``measured_line`` (a results table's first line) and ``write_result`` (the table, into
 ``benchmarks/results/``).
 """
 from __future__ import annotations
@@ -51,6 +51,25 @@ def fastest(fn, *args, repeats=9, warmup=True, **kwargs) -> float:
         t = time.perf_counter()
         fn(*args, **kwargs)
         best = min(best, time.perf_counter() - t)
+    return best
+
+
+def fastest_interleaved(calls, repeats=25) -> list:
+    """The shortest wall time in seconds of each of ``calls`` (functions of no argument),
+    called in turn ``repeats`` times after one untimed round: a burst of load from
+    elsewhere on the machine then hits every call alike, not the one that ran during it.
+
+    >>> len(fastest_interleaved([lambda: None, lambda: None], repeats=2))
+    2
+    """
+    for call in calls:
+        call()
+    best = [float("inf")] * len(calls)
+    for _ in range(repeats):
+        for k, call in enumerate(calls):
+            t = time.perf_counter()
+            call()
+            best[k] = min(best[k], time.perf_counter() - t)
     return best
 
 

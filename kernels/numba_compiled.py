@@ -38,7 +38,22 @@ TILED_MIN_OPS_PER_STORE = 10
 # (benchmarks/results/tiled_math.md); so the arm (9 ops, 4 of them sin or cos, 4 stores)
 # is tiled.
 LIBM_WEIGHT = 10
-TILE = 32              # points per tile of a tiled kernel
+# Bytes of one row of a tiled kernel's work array: a tile is 32 points in float64 and 64
+# in float32, so a segment's loop runs the same number of SIMD iterations (4 with
+# AVX-512) in either dtype. With 32 float32 points it ran 2, and float32 gained less:
+# float64 / float32 time on the tanh MLP input Hessian 1.66x at 32, 2.12-2.28x at 64;
+# MLP gradient 1.72x, 2.31-2.36x (benchmarks/float32_speed.py). In float64, 64 points
+# gave no steady gain (kernels alone, parallel, fastest of 31 interleaved calls in an
+# ad-hoc harness, not committed: Lennard-Jones Hessian 6.6 ms at 32, 7.2 at 64; MLP input
+# Hessian 31.7 and 30.5).
+TILE_BYTES = 256
+
+
+def tile_points(dtype) -> int:
+    """Points per tile of a tiled kernel in ``dtype``: 32 for float64, 64 for float32."""
+    return TILE_BYTES // np.dtype(dtype).itemsize
+
+
 # Statements per segment of a tiled kernel. LLVM vectorises a segment's loop only while
 # its loads and stores of the work array are few enough for its dependence analysis:
 # segments of 250 statements reading and writing ~150 crossing values each stayed
@@ -175,7 +190,7 @@ def run_serial(X, S, {leaves}n):
 
 
 class _TiledPrinter(_NumbaPrinter):
-    """Straight-line code for SIMD across points: a tile of ``TILE`` points at a time.
+    """Straight-line code for SIMD across points: a tile of ``tile_points(dtype)`` points at a time.
 
     Each segment is one loop over the tile's points with the tape's statements in its
     body, so LLVM vectorises it, a SIMD lane per point (4 doubles or 8 floats with
@@ -207,16 +222,17 @@ class _TiledPrinter(_NumbaPrinter):
         self.trig_segments = [s for s, seg in enumerate(plan.segments)
                               if any(self.tape.instrs[i].op in TRIG_OPS for i in seg)]
         self.exact = False      # printing the segments that redo a flagged tile with libm
+        self.tile = tile_points(dtype)
 
     def load(self, kind, index):
-        return f"w[{index * TILE} + l]" if kind == "x" else f"s{index}"
+        return f"w[{index * self.tile} + l]" if kind == "x" else f"s{index}"
 
     def scratch(self, slot):
-        return f"w[{(self.cross_row + slot) * TILE} + l]"
+        return f"w[{(self.cross_row + slot) * self.tile} + l]"
 
     def stores(self, node):
         row = self.row_of.get(node)
-        return [] if row is None else [f"w[{row * TILE} + l] = v{node}"]
+        return [] if row is None else [f"w[{row * self.tile} + l] = v{node}"]
 
     def tail(self):
         return []           # outputs that are inputs are stored from X by ``store``
@@ -230,7 +246,7 @@ class _TiledPrinter(_NumbaPrinter):
     def checks(self, ins):
         """Flag a lane whose sin or cos argument is beyond the reduction of ``_sincos``."""
         if ins.op in TRIG_OPS and not self.exact:
-            return [f"if abs({self.name(ins.args[0])}) > TRIG_MAX: w[{self.flag_row * TILE} + l] = 1"]
+            return [f"if abs({self.name(ins.args[0])}) > TRIG_MAX: w[{self.flag_row * self.tile} + l] = 1"]
         return []
 
     def shared(self, s) -> list:
@@ -242,7 +258,7 @@ class _TiledPrinter(_NumbaPrinter):
     def source(self) -> str:
         plan, leaves = self.plan, self.leaves
         lines = [_HEADER, *vector_math(self.ops, self.dtype),
-                 f"N_LEAVES = {len(plan.widths)}\nTILE = {TILE}"]
+                 f"N_LEAVES = {len(plan.widths)}\nTILE = {self.tile}"]
         # m lanes, a run-time count: a trip count known at compile time makes LLVM
         # unroll the loop into scalar code before it would vectorise it
         loop = lambda s: self.shared(s) + ["for l in range(m):"]   # noqa: E731
@@ -257,7 +273,7 @@ class _TiledPrinter(_NumbaPrinter):
         for o, where in plan.stores.items():
             for j, c in where:
                 if o in self.row_of:
-                    store.append((j, c, f"w[{self.row_of[o] * TILE} + l]"))
+                    store.append((j, c, f"w[{self.row_of[o] * self.tile} + l]"))
                 else:
                     kind, idx = self.sources[self.tape.instrs[o].value]
                     store.append((j, c, f"X[b, {idx}]" if kind == "x" else f"S[{idx}]"))
@@ -265,7 +281,7 @@ class _TiledPrinter(_NumbaPrinter):
         n_rows = self.flag_row + 1
         calls = [f"    segment{s}(w, S, m)" for s in range(len(plan.segments))]
         if self.trig_segments:      # a sin or cos argument beyond TRIG_MAX: redo with libm
-            flag = self.flag_row * TILE
+            flag = self.flag_row * self.tile
             calls += ["    redo = False", "    for l in range(m):",
                       f"        redo |= w[{flag} + l] != 0", "    if redo:",
                       "        for l in range(m):", f"            w[{flag} + l] = 0"]
