@@ -94,14 +94,22 @@ def write_result(name, lines) -> str:
     return path
 
 
-def chain(steps, n=8):
-    """``t = sin(t) * x[k % n] + 0.5``, ``steps`` times: a deep chain of dependent ops."""
+def chain(steps, n=8, step=np.sin):
+    """``t = step(t) * x[k % n] + 0.5``, ``steps`` times: a deep chain of dependent ops.
+
+    ``step``: ``np.sin`` by default; ``relu_step`` makes the chain a leaky ReLU one, whose
+    derivative tapes hold ``max`` and ``where``."""
     def f(x):
         t = x[0]
         for k in range(steps):
-            t = np.sin(t) * x[k % n] + 0.5
+            t = step(t) * x[k % n] + 0.5
         return t
     return f
+
+
+def relu_step(t):
+    """A leaky ReLU, ``max(t, 0.1 t)``: a step of ``chain`` whose tapes branch."""
+    return np.maximum(t, 0.1 * t)
 
 
 def _lj_points(batch, rng):

@@ -73,3 +73,19 @@ def _fill(spelling, names, target, dtype):
     if target == "py":
         return spelling.format(*names, T="np.float32" if single else "np.float64")
     return spelling.format(*names, T="float" if single else "double", f="f" if single else "")
+
+
+def branching_helpers(ops, dtype) -> list:
+    """Numba functions ``_max(a, b)`` ... computing ``ops`` as their Python spellings do.
+
+    >>> print(branching_helpers(["max"], np.float64)[0].strip())
+    @njit(**_opts)
+    def _max(a, b):
+        return (a if a > b or a != a else b)
+    """
+    sources = []
+    for op in ops:
+        params = "abc"[:OPS[op].arity]
+        body = _fill(OPS[op].py, list(params), "py", dtype)
+        sources.append(f"\n@njit(**_opts)\ndef _{op}({', '.join(params)}):\n    return {body}\n")
+    return sources
