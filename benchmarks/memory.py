@@ -3,6 +3,10 @@
     python benchmarks/memory.py                 # every case, B from problems.py
     python benchmarks/memory.py --quick         # batches / 10
     python benchmarks/memory.py --only Lorenz   # the problems whose name contains this
+    python benchmarks/memory.py --dtype float32 # points and outputs in float32
+
+A full run (no ``--quick`` or ``--only``) writes its tables to
+``benchmarks/results/memory_DTYPE.md``.
 
 Two measures of the output-memory targets (``compare.py`` runs them too):
 
@@ -72,10 +76,10 @@ def _nbytes(result) -> int:
     return int(values.nbytes)
 
 
-def measure_here(problem_name, method, batch, calls) -> dict:
+def measure_here(problem_name, method, batch, calls, dtype="float64") -> dict:
     """Run ``calls`` calls of ``method`` after the warm-up; the peak and what it is made of."""
     problem = problems.problem(problem_name)
-    X = problem.points(batch, np.random.default_rng(0))
+    X = problem.points(batch, np.random.default_rng(0), dtype=dtype)
     call = problem.method(method, X)
     for _ in range(WARM_CALLS):
         output = _nbytes(call(X))
@@ -84,39 +88,43 @@ def measure_here(problem_name, method, batch, calls) -> dict:
     for _ in range(calls):
         call(X)                         # the result is dropped at once
     return {"problem": problem_name, "method": method, "B": batch, "calls": calls,
-            "peak": _status_bytes("VmHWM"), "before": before, "output": output,
-            "inputs": int(X.nbytes)}
+            "dtype": dtype, "peak": _status_bytes("VmHWM"), "before": before,
+            "output": output, "inputs": int(X.nbytes)}
 
 
 # -- in the driving process -----------------------------------------------------------------
 
-def measure(problem_name, method, batch, calls=1) -> dict:
+def measure(problem_name, method, batch, calls=1, dtype="float64") -> dict:
     """``measure_here`` in a fresh Python process; ``error`` set if that process failed."""
-    spec = json.dumps([problem_name, method, batch, calls])
+    spec = json.dumps([problem_name, method, batch, calls, dtype])
     env = dict(os.environ, BATCHDIFF_BACKGROUND_COMPILE="0")
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--measure", spec],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or [""])[-1]
         return {"problem": problem_name, "method": method, "B": batch, "calls": calls,
-                "error": f"exit status {proc.returncode} {tail}".strip()}
+                "dtype": dtype, "error": f"exit status {proc.returncode} {tail}".strip()}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def cases(quick=False, only=None):
-    """``(problem name, method, batch, calls)`` of every case, the loop first."""
+def cases(quick=False, only=None, dtype="float64"):
+    """``(problem name, method, batch, calls, dtype)`` of every case, the loop first.
+
+    >>> cases(only="Lorenz", dtype="float32")[0]
+    ('Lorenz-96 n=40', 'batchdiff auto', 100000, 50, 'float32')
+    """
     scale = 10 if quick else 1
     chosen = [p for p in problems.PROBLEMS if not only or only.lower() in p.name.lower()]
-    loop = [(p.name, problems.AUTO, p.batch // scale, LOOP_CALLS)
+    loop = [(p.name, problems.AUTO, p.batch // scale, LOOP_CALLS, dtype)
             for p in chosen if p.name in LOOP_PROBLEMS]
-    return loop + [(p.name, method, p.batch // scale, 1) for p in chosen
+    return loop + [(p.name, method, p.batch // scale, 1, dtype) for p in chosen
                    for method in (problems.AUTO, problems.AUTO_OUT, problems.SPARSE,
                                   hw.ALLOCATING) if method in p.methods]
 
 
-def measure_all(quick=False, only=None, echo=True) -> list:
+def measure_all(quick=False, only=None, echo=True, dtype="float64") -> list:
     rows = []
-    for case in cases(quick, only):
+    for case in cases(quick, only, dtype):
         rows.append(measure(*case))
         if echo:
             print("  " + describe(rows[-1]), flush=True)
@@ -141,7 +149,8 @@ def measured(row) -> float:
 
 
 def describe(row) -> str:
-    what = f"{row['problem']}, {row['method']}, B={row['B']:,}, {row['calls']} call(s)"
+    what = (f"{row['problem']}, {row['method']}, B={row['B']:,}, "
+            f"{row.get('dtype', 'float64')}, {row['calls']} call(s)")
     if "error" in row:
         return f"{what}: failed ({row['error']})"
     return (f"{what}: peak {row['peak'] / GB:.3f} GB (before {row['before'] / GB:.3f}), "
@@ -170,7 +179,8 @@ def targets(rows) -> list:
 def markdown(rows) -> str:
     loop = [r for r in rows if is_loop(r)]
     calls = [r for r in rows if not is_loop(r)]
-    lines = []
+    dtypes = sorted({r.get("dtype", "float64") for r in rows})
+    lines = [] if dtypes == ["float64"] else [f"Points and outputs in {', '.join(dtypes)}.", ""]
     if loop:
         lines += [f"Peak resident size of a fresh process running {LOOP_CALLS} dense calls "
                   "without `out=` (results dropped), above its size before the loop, in GB; "
@@ -205,13 +215,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batches / 10")
     parser.add_argument("--only", help="run the problems whose name contains this")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="dtype of the points and outputs (default float64)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)   # the measured process
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(measure_here(*json.loads(args.measure))))
         return 0
-    rows = measure_all(args.quick, args.only)
+    rows = measure_all(args.quick, args.only, dtype=args.dtype)
     print(markdown(rows))
+    if not (args.quick or args.only):
+        flags = "" if args.dtype == "float64" else f" --dtype {args.dtype}"
+        problems.write_result(f"memory_{args.dtype}.md", [
+            problems.measured_line("memory.py" + flags, "one process per case.", sep="; "),
+            "", markdown(rows).rstrip("\n")])
     return 1 if any("error" in r for r in rows) else 0
 
 

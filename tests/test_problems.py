@@ -111,3 +111,21 @@ def test_every_method_of_the_mlp_problems_agrees(name):
         result = problem.method(method, X)(X)
         dense = result.to_dense() if isinstance(result, bd.SparseResult) else result
         np.testing.assert_allclose(dense, expected, rtol=0, atol=1e-13, err_msg=method)
+
+
+def test_memory_script_measures_float32_in_a_fresh_process():
+    """``benchmarks/memory.py --dtype float32`` passes the dtype to the measured process:
+    its output and inputs are float32's bytes, half of float64's."""
+    import memory
+    assert memory.cases(only="Lorenz", dtype="float32")[0] == (
+        "Lorenz-96 n=40", bench.AUTO, bench.problem("Lorenz-96 n=40").batch,
+        memory.LOOP_CALLS, "float32")
+    rows = {dtype: memory.measure("2-link arm", bench.AUTO_OUT, 1000, 2, dtype)
+            for dtype in ("float32", "float64")}
+    for dtype, row in rows.items():
+        assert "error" not in row, row
+        assert row["dtype"] == dtype and row["peak"] >= row["before"] > 0
+    assert rows["float32"]["inputs"] * 2 == rows["float64"]["inputs"] == 1000 * 2 * 8
+    assert rows["float32"]["output"] * 2 == rows["float64"]["output"] == 1000 * 4 * 8
+    assert "Points and outputs in float32" in memory.markdown([rows["float32"]])
+    assert "Points and outputs" not in memory.markdown([rows["float64"]])
