@@ -17,6 +17,8 @@ the sin chain in float64, so the functions stay inlined by Numba. Their accuracy
 ``python benchmarks/tiled_math.py`` (``benchmarks/results/tiled_math.md``).
 """
 
+import re
+
 import numpy as np
 
 
@@ -151,6 +153,30 @@ def _cos{f}(x):
 """
 TRIG += _SELECT.format(f="")
 TRIGF += _SELECT.format(f="f")
+
+
+
+def _frozen(source: str, prefix: str) -> str:
+    """``source`` with each distinct ``np.float32(c)`` made a module global ``{prefix}k``,
+    assigned before the functions: Numba freezes a global, so the machine code is the
+    same, but it types a use of a global about as fast as arithmetic and a call of
+    ``np.float32`` several times slower, again at every inlined call site.
+
+    >>> print(_frozen("y = x * np.float32(0.5) + np.float32(0.5)", "_h"), end="")
+    _h0 = np.float32(0.5)
+    y = x * _h0 + _h0
+    """
+    names = {}
+
+    def name(match):
+        return names.setdefault(match.group(0), f"{prefix}{len(names)}")
+
+    body = re.sub(r"np\.float32\([-+0-9.e]+\)", name, source)
+    return "".join(f"{n} = {text}\n" for text, n in names.items()) + body
+
+
+TANHF = _frozen(TANHF, "_ft")
+TRIGF = _frozen(TRIGF, "_fs")
 
 # name in the kernels, by op and dtype
 FUNCTIONS = {("tanh", "float64"): "_tanh", ("tanh", "float32"): "_tanhf",

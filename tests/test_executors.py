@@ -222,3 +222,33 @@ def test_own_sin_and_cos_are_within_two_ulp(method, dtype, request):
         assert _ulp(grad[:, 0], np.cos(exact), dtype).max() <= bound
     assert np.array_equal(np.signbit(value[x == 0]), np.signbit(x[x == 0]))
     assert np.isnan(value[~np.isfinite(x)]).all()
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_float32_constants_are_module_globals(tiled):
+    """A float32 kernel names each distinct constant once, as a module global set to
+    ``np.float32(c)`` (Numba types a call of ``np.float32`` at every use, far more slowly):
+    0.0 and -0.0 stay two constants, NaN and infinities keep theirs, and the kernel's
+    values are the reference interpreter's, bit for bit (the constants rounded to float32,
+    not kept in float64)."""
+    def f(x):
+        return (x[0] * 0.1 + np.maximum(x[1], -0.0) * 0.1 - np.minimum(x[1], 0.0)
+                + np.where(x[0] > 2.5, np.inf, 0.3) + np.where(x[0] > 3.5, np.nan, 0.0))
+    x = np.array([[0.7, -1.3], [3.0, 0.0], [4.0, -0.0], [1.0, 2.0]], np.float32)
+    tape = bd.jvp(f, backend="numpy").tape(x, x)
+    sources = [("x", i) for i in range(4)]
+    source = numba_compiled.print_kernel(tape, np.float32, sources, tiled=tiled)
+    head, body = source.split("\nN_LEAVES")
+    constants = dict(line.split(" = ") for line in head.splitlines() if line.startswith("_c"))
+    assert set(constants.values()) >= {"np.float32(0.1)", "np.float32(0.0)",
+                                       "np.float32(-0.0)", "np.float32(np.inf)",
+                                       "np.float32(np.nan)"}
+    assert len(set(constants.values())) == len(constants)
+    assert all(name in body for name in constants)
+    assert "np.float32(0" not in body and "np.float32(np" not in body
+    v = np.ones_like(x)
+    want = bd.jvp(f, backend="numpy")(x, v)
+    got = bd.jvp(f, method="compiled")(x, v)
+    for g, w in zip(got, want):
+        assert g.dtype == np.float32
+        np.testing.assert_array_equal(g, w)
