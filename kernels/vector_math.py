@@ -92,7 +92,7 @@ def _tanhf(x):
 # infinite n would be undefined there). Within 2 ulp of NumPy's (mean 0.15 ulp), also
 # at the doubles nearest multiples of pi/2 below TRIG_MAX; 14x faster per call. Beyond
 # TRIG_MAX (and at infinities) the reduction would lose digits: the tiled kernel flags
-# the tile and recomputes it with libm (``_TiledPrinter``).
+# the tile and recomputes it with libm (``numba_printers.TiledPrinter``).
 TRIG_MAX = 262144.0
 
 TRIG = f"\nTRIG_MAX = {TRIG_MAX!r}\n" + '''
