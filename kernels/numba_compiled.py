@@ -29,7 +29,8 @@ SEGMENT = 250          # statements per segment function
 # Lennard-Jones Hessian (13), but 0.67-1.35x on the output-bound Rosenbrock-10 Hessian,
 # 0.9-1.0x on Rosenbrock-100's and 0.67-0.94x on the Lorenz-96 Jacobian (at most 5 ops
 # per store), whose time goes to stores. They compile
-# 2.3-2.8x slower (benchmarks/results/numba_compile.md). None: never tile.
+# 2.3-2.8x slower, and a tiled tanh, sin or cos compiles like INLINED_OPS instructions
+# (benchmarks/results/numba_compile.md: 19-24x on a sin chain). None: never tile.
 TILED_MIN_OPS_PER_STORE = 10
 # A tanh, sin or cos counts as LIBM_WEIGHT ops: a point kernel calls libm, 12-16 ns against
 # about 1 ns for arithmetic, where a tiled one has its own that vectorise
