@@ -15,14 +15,16 @@ import subprocess
 import sys
 import tempfile
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = r"""
 import gc, sys, numpy as np
+sys.path.insert(0, {here!r})
 import batchdiff as bd
 from batchdiff.kernels import numba_compiled
+from memory import _status_bytes
 numba_compiled._kernels.maxsize = 2
 def rss():
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS"))
+    return _status_bytes("VmRSS")
 X = np.random.default_rng(0).uniform(size=(100, 4))
 bd.hessian(lambda x: np.sum(np.sin(x) * x[::-1]) * 0.5, method="compiled")(X)
 before = rss()
@@ -40,7 +42,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as cache_dir:
         env = dict(os.environ, BATCHDIFF_CACHE_DIR=cache_dir)
         for how in ("compiled in the process", "loaded from the disk cache"):
-            out = subprocess.run([sys.executable, "-c", CHILD.format(n=args.kernels)],
+            out = subprocess.run([sys.executable, "-c", CHILD.format(here=HERE, n=args.kernels)],
                                  env=env, capture_output=True, text=True, check=True)
             print(f"{args.kernels} kernels {how}: "
                   f"{float(out.stdout.split()[-1]) / 1e6:.1f} MB kept per kernel", flush=True)

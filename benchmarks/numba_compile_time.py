@@ -61,7 +61,6 @@ def compile_seconds(dtype, steps=0, tiled=False, step="np.sin", problem=""):
     return int(n), float(seconds), tiled == "True"
 
 
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[125, 500, 2000])
