@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from problems import fastest, measured_line, problem, write_result  # noqa: E402
+from problems import fastest, measured_line, problem, table_head, write_result  # noqa: E402
 
 import batchdiff as bd  # noqa: E402
 
@@ -28,8 +28,7 @@ def main():
     rng = np.random.default_rng(0)
     lines = [measured_line("call_overhead.py", '`method="compiled"`, float64, ms per call '
                            "into a reused output (`out=`), fastest of 50."), "",
-             "| problem | instructions | " + " | ".join(f"{n:,} points" for n in SIZES) + " |",
-             "|---|---|" + "---|" * len(SIZES)]
+             *table_head("problem", "instructions", *(f"{n:,} points" for n in SIZES))]
     for name in PROBLEMS_TIMED:
         p = problem(name)
         g = getattr(bd, p.transform)(p.fn, method="compiled")

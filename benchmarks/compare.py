@@ -39,7 +39,7 @@ os.environ.setdefault("BATCHDIFF_BACKGROUND_COMPILE", "0")
 import batchdiff as bd  # noqa: E402
 import handwritten as hw  # noqa: E402
 import memory  # noqa: E402
-from problems import AUTO, AUTO_OUT, PROBLEMS, SPARSE, SPARSE_OUT  # noqa: E402
+from problems import AUTO, AUTO_OUT, PROBLEMS, SPARSE, SPARSE_OUT, table_head  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -233,8 +233,7 @@ def markdown(rows, title):
              "VM a call's time varies with how fast the OS hands out pages for its output, "
              "so the medians (second table) are noisier. First calls (trace, AD, compile) "
              "last.", "",
-             "| problem | B | " + " | ".join(methods) + " |",
-             "|---|---|" + "---|" * len(methods)]
+             *table_head("problem", "B", *methods)]
     for r in rows:
         cells = []
         for m in methods:
@@ -247,14 +246,13 @@ def markdown(rows, title):
         lines.append(f"| {r['problem']} {r['transform']} | {r['B']:,} | "
                      + " | ".join(cells) + " |")
     lines += ["", "Median ms per batch:", "",
-              "| problem | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+              *table_head("problem", *methods)]
     for r in rows:
         lines.append(f"| {r['problem']} | " + " | ".join(
             f"{r[m][3] * 1e3:.2f}" if m in r else "n/a" for m in methods) + " |")
     lines += ["", "First call in seconds (tracing, AD and, for Numba, compiling or loading "
               "kernels; the kernel cache as it was; for `out=`, the buffer exists already):",
-              "", "| problem | " + " | ".join(methods) + " |",
-              "|---|" + "---|" * len(methods)]
+              "", *table_head("problem", *methods)]
     for r in rows:
         lines.append(f"| {r['problem']} | " + " | ".join(
             f"{r[m][0]:.3f}" if m in r else "n/a" for m in methods) + " |")

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import batchdiff as bd  # noqa: E402
 from batchdiff.kernels import layout, numba_compiled  # noqa: E402
 from batchdiff.problems import arm, lennard_jones, lorenz96, rosenbrock  # noqa: E402
-from problems import fastest, measured_line, write_result  # noqa: E402
+from problems import fastest, measured_line, table_head, write_result  # noqa: E402
 
 SIZES = (512, 2048, 8192, 32768, 65536)
 CASES = [("2-link arm jacobian", bd.jacobian, arm, 2),
@@ -37,8 +37,7 @@ def main():
     rng = np.random.default_rng(0)
     lines = [measured_line("parallel_crossover.py", "float64: ms serial / ms parallel, the "
                            "faster in bold."), "",
-             "| tape | ops | " + " | ".join(f"{b:,} points" for b in SIZES) + " |",
-             "|---|---|" + "---|" * len(SIZES)]
+             *table_head("tape", "ops", *(f"{b:,} points" for b in SIZES))]
     for name, transform, f, n in CASES:
         X = rng.uniform(-1, 1, (max(SIZES), n))
         if f is lennard_jones:

@@ -84,6 +84,15 @@ def measured_line(script, what, sep=", ") -> str:
             f"({os.cpu_count()} cores){sep}{what}")
 
 
+def table_head(*columns) -> list:
+    """A Markdown table's header and rule lines.
+
+    >>> table_head("problem", "B", "1,000 points")
+    ['| problem | B | 1,000 points |', '|---|---|---|']
+    """
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def write_result(name, lines) -> str:
     """Write ``lines``, one a line, to ``benchmarks/results/NAME`` (the folder made if
     missing); return the file's path."""

@@ -129,3 +129,32 @@ def test_memory_script_measures_float32_in_a_fresh_process():
     assert rows["float32"]["output"] * 2 == rows["float64"]["output"] == 1000 * 4 * 8
     assert "Points and outputs in float32" in memory.markdown([rows["float32"]])
     assert "Points and outputs" not in memory.markdown([rows["float64"]])
+
+
+def test_memory_script_measures_the_hand_written_floors():
+    """Both hand-written kernels are measured, as floors beside batchdiff's calls: the
+    reused buffer's call touches no new page, the allocating kernel's a whole output
+    (64 MB: above glibc's largest mmap threshold, 32 MB, so each output is fresh
+    pages), and neither is a target."""
+    import memory
+    assert {hw.REUSED, hw.ALLOCATING} <= {case[1] for case in memory.cases(only="Lorenz")}
+    batch = 2_000_000
+    rows = [memory.measure("2-link arm", method, batch) for method in memory.FLOORS]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["output"] == batch * 4 * 8 and row["inputs"] == batch * 2 * 8
+    reused, allocating = (row["peak"] - row["before"] for row in rows)
+    assert reused < 0.1 * rows[0]["output"] < 0.9 * rows[1]["output"] < allocating
+    assert memory.targets(rows) == []
+    assert memory.markdown(rows).count("| floor |") == 2
+
+
+def test_benchmark_helpers_doctests():
+    """The examples in the docstrings of the benchmarks' shared modules hold (the
+    ``benchmarks`` folder is not among pytest's doctest paths: its scripts need their
+    comparison targets)."""
+    import doctest
+    import memory
+    for module in (bench, hw, memory):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
