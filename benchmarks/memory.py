@@ -29,7 +29,9 @@ that ``method="auto"`` has loaded (or compiled) its kernels and settled its race
 between replay and compiled: what is measured is a steady call, not a compilation.
 Run it with the kernel cache warm at these batch sizes (``compare.py`` times every
 method first): a kernel that a warm-up call has to compile leaves LLVM's memory in the
-process, about 0.17 GB more in every later figure (seen on the sparse Lorenz-96 Jacobian).
+process, about 0.17 GB more in every later figure (seen on the sparse Lorenz-96 Jacobian;
+0.18 GB on the MLP gradient's tiled kernel, compiled after a printer change: 0.379
+against 0.196 GB).
 
 The peak is the kernel's high-water mark of the resident size (``VmHWM`` in
 ``/proc/self/status``), reset just before the measured calls by writing 5 to
