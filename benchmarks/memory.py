@@ -123,8 +123,8 @@ def cases(quick=False, only=None, dtype="float64"):
     loop = [(p.name, problems.AUTO, p.batch // scale, LOOP_CALLS, dtype)
             for p in chosen if p.name in LOOP_PROBLEMS]
     return loop + [(p.name, method, p.batch // scale, 1, dtype) for p in chosen
-                   for method in (problems.AUTO, problems.AUTO_OUT, problems.SPARSE,
-                                  hw.REUSED, hw.ALLOCATING) if method in p.methods]
+                   for method in (problems.AUTO, problems.AUTO_OUT, problems.SPARSE, *FLOORS)
+                   if method in p.methods]
 
 
 def measure_all(quick=False, only=None, echo=True, dtype="float64") -> list:
