@@ -39,9 +39,8 @@ os.environ.setdefault("BATCHDIFF_BACKGROUND_COMPILE", "0")
 import batchdiff as bd  # noqa: E402
 import handwritten as hw  # noqa: E402
 import memory  # noqa: E402
-from problems import AUTO, AUTO_OUT, PROBLEMS, SPARSE, SPARSE_OUT, table_head  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+from problems import (  # noqa: E402
+    AUTO, AUTO_OUT, PROBLEMS, RESULTS_DIR, SPARSE, SPARSE_OUT, table_head)
 
 
 # -- the contenders ------------------------------------------------------------------
@@ -329,7 +328,7 @@ def main(argv=None):
     parser.add_argument("--only", help="run the problems whose name contains this")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurements (memory.py)")
-    parser.add_argument("--out", default=RESULTS, help="directory for the table and plot")
+    parser.add_argument("--out", default=RESULTS_DIR, help="directory for the table and plot")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     if args.gpu:

@@ -39,12 +39,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import batchdiff as bd  # noqa: E402
-from problems import rosenbrock  # noqa: E402
+from problems import RESULTS_DIR, rosenbrock  # noqa: E402
 
 DIM = 10
 GB = 1e9
 START_POINTS = 10_000            # the blocks timed on fresh workers
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "dask.md")
+RESULTS = os.path.join(RESULTS_DIR, "dask.md")
 
 
 def hessian():

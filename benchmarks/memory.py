@@ -182,6 +182,13 @@ def targets(rows) -> list:
 
 
 def markdown(rows) -> str:
+    """The results' Markdown: the loop's table, then the single calls' table.
+
+    >>> row = dict(problem="p", B=10, method="compiled", calls=1, peak=1e9, before=1e8,
+    ...            output=5e8, inputs=1e7)
+    >>> print(markdown([row]).splitlines()[-1])
+    | p | 10 | compiled | 1.000 | 0.100 | 0.500 | 0.010 | <= 0.860 | missed |
+    """
     loop = [r for r in rows if is_loop(r)]
     calls = [r for r in rows if not is_loop(r)]
     dtypes = sorted({r.get("dtype", "float64") for r in rows})
@@ -190,8 +197,8 @@ def markdown(rows) -> str:
         lines += [f"Peak resident size of a fresh process running {LOOP_CALLS} dense calls "
                   "without `out=` (results dropped), above its size before the loop, in GB; "
                   "target: at most one output + 0.5 GB:", "",
-                  "| problem | B | growth in the loop | one output | target | |",
-                  "|---|---|---|---|---|---|"]
+                  *problems.table_head("problem", "B", "growth in the loop", "one output",
+                                       "target", "")]
         lines += [_line([f"{r['problem']} {r['method']}", f"{r['B']:,}"], r,
                         [measured(r), r["output"]]) for r in loop]
         lines.append("")
@@ -199,8 +206,8 @@ def markdown(rows) -> str:
         lines += ["Peak resident size of the whole process (as asv's `peakmem_`) during one "
                   "call, in a fresh process after warm-up calls, in GB; target: at most "
                   "1.1 x output + inputs + 0.3 GB:", "",
-                  "| problem | B | method | peak | before the call | output | inputs "
-                  "| target | |", "|---|---|---|---|---|---|---|---|---|"]
+                  *problems.table_head("problem", "B", "method", "peak", "before the call",
+                                       "output", "inputs", "target", "")]
         lines += [_line([r["problem"], f"{r['B']:,}", r["method"]], r,
                         [r["peak"], r["before"], r["output"], r["inputs"]]) for r in calls]
     return "\n".join(lines) + "\n"
