@@ -5,8 +5,10 @@ module written to the kernel cache and compiled by Numba with ``cache=True``. Nu
 compile time grows super-linearly with function size, so the body is cut into segment
 functions of at most ``SEGMENT`` statements; values crossing a segment boundary go
 through a small per-block scratch array. Inputs are loaded into locals once per
-segment, constants are literals of the input dtype, and each output element is
-written where it is computed (both triangles of a Hessian from one local).
+segment, constants are literals of the input dtype (those an op compares are read at
+run time instead, ``numba_printers.COMPARING_OPS``: LLVM folds some comparisons of
+literals wrongly), and each output element is written where it is computed (both
+triangles of a Hessian from one local).
 
 The source depends on the tape, the dtype and which inputs are shared, never on the
 batch size, so a new batch size reuses the compiled kernel.
@@ -145,5 +147,12 @@ def compile_for(module, dtype):
 
 
 def run(module, X, S, outs, parallel: bool):
-    """Run a kernel module over the points of ``X`` into the leaves ``outs``."""
+    """Run a kernel module over the points of ``X`` into the leaves ``outs``.
+
+    ``S``: the shared inputs; the module's run-time constants (the constants its ops
+    compare, ``numba_printers.COMPARING_OPS``) are appended to them here."""
+    if S.shape[0] != module.N_SHARED:
+        raise ValueError(f"the kernel takes {module.N_SHARED} shared inputs, not {S.shape[0]}")
+    if module.CONSTANTS.size:
+        S = np.concatenate((S, module.CONSTANTS.astype(S.dtype, copy=False)))
     (module.run_parallel if parallel else module.run_serial)(X, S, *outs, X.shape[0])

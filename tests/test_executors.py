@@ -232,9 +232,10 @@ def test_float32_constants_are_module_globals(tiled):
     values are the reference interpreter's, bit for bit (the constants rounded to float32,
     not kept in float64)."""
     def f(x):
-        return (x[0] * 0.1 + np.maximum(x[1], -0.0) * 0.1 - np.minimum(x[1], 0.0)
-                + np.where(x[0] > 2.5, np.inf, 0.3) + np.where(x[0] > 3.5, np.nan, 0.0))
-    x = np.array([[0.7, -1.3], [3.0, 0.0], [4.0, -0.0], [1.0, 2.0]], np.float32)
+        return (x[0] * 0.1 + np.maximum(x[1], -0.5) * 0.1 - np.minimum(x[1], 0.25)
+                + np.where(x[0] > 2.5, np.inf, 0.3) + np.where(x[0] > 3.5, np.nan, 0.0)
+                + np.where(x[0] > 0.5, -0.0, 1.0))
+    x = np.array([[0.7, -1.3], [3.0, 0.0], [4.0, -0.0], [1.0, 2.0], [0.2, 0.25]], np.float32)
     tape = bd.jvp(f, backend="numpy").tape(x, x)
     sources = [("x", i) for i in range(4)]
     source = numba_compiled.print_kernel(tape, np.float32, sources, tiled=tiled)
@@ -246,9 +247,34 @@ def test_float32_constants_are_module_globals(tiled):
     assert len(set(constants.values())) == len(constants)
     assert all(name in body for name in constants)
     assert "np.float32(0" not in body and "np.float32(np" not in body
+    # the compared constants are read at run time (test_compared_constants_...)
+    assert "CONSTANTS = np.array([(-0.5), 0.25, 2.5, 3.5, 0.5], np.float32)" in body
     v = np.ones_like(x)
     want = bd.jvp(f, backend="numpy")(x, v)
     got = bd.jvp(f, method="compiled")(x, v)
     for g, w in zip(got, want):
         assert g.dtype == np.float32
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("method", ["compiled", "tiled"])
+def test_compared_constants_survive_llvm(method, request):
+    """A constant that an op compares is read at run time, not printed as a literal:
+    LLVM 22 folds ``np.where(np.maximum(1.0, x) >= 1.0, np.maximum(1.0, x), 1.0)`` to
+    ``np.maximum(1.0, x)``, NaN at x = NaN (the fuzzer's graph seed 99239), and picks the
+    wrong zero in the same pattern with 0.0. NumPy itself is the oracle, bit for bit
+    (NaN where NaN, the sign of every zero)."""
+    def f(x):
+        hi, lo, relu = np.maximum(1.0, x[0]), np.minimum(-1.0, x[0]), np.maximum(0.0, x[0])
+        clipped = np.clip(x[0], 0.0, 1.0)
+        return np.stack([np.where(hi >= 1.0, hi, 1.0), np.where(hi > 1.0, 1.0, hi),
+                         np.where(lo <= -1.0, lo, -1.0), np.where(relu > 0.0, relu, 0.0),
+                         np.where(clipped >= 0.0, clipped, 0.5),
+                         np.where(np.cos(np.exp(x[1]) / 0.0) * x[0] >= 1.0, 2.0, 1.0)])
+    x = np.array([np.nan, -0.0, 0.0, 0.5, 1.0, 2.0, -2.0, np.inf, -np.inf])
+    X = np.stack([x, np.zeros_like(x)], axis=1)
+    with np.errstate(all="ignore"):
+        want = f(X.T).T
+    got, _ = bd.jvp(f, method=_method(method, request))(X, np.ones_like(X))
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
