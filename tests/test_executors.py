@@ -278,3 +278,52 @@ def test_compared_constants_survive_llvm(method, request):
     got, _ = bd.jvp(f, method=_method(method, request))(X, np.ones_like(X))
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def _branching_chain(rng, steps=3):
+    """A random chain of maxima, minima, clips and signs of two inputs and constants,
+    each followed by an ``np.where`` that compares its value with the same constant and
+    selects one of the two (the shape of test_compared_constants_survive_llvm): its
+    lines and the names of all its values."""
+    constants = ["0.0", "-0.0", "1.0", "-1.0"]
+    lines, values = [], ["x[0]", "x[1]"]
+    for _ in range(steps):
+        a, c = rng.choice(values[-2:]), rng.choice(constants)
+        kind = rng.integers(4)
+        first, second = (a, c) if rng.random() < 0.5 else (c, a)
+        lines.append(f"v{len(lines)} = " + (
+            f"np.maximum({first}, {second})" if kind == 0 else
+            f"np.minimum({first}, {second})" if kind == 1 else
+            f"np.clip({a}, {'0.0' if c == '1.0' else c}, 1.0)" if kind == 2 else
+            f"np.sign({a})"))
+        v, op = f"v{len(lines) - 1}", rng.choice([">=", ">", "<=", "<", "==", "!="])
+        test = f"{v} {op} {c}" if rng.random() < 0.5 else f"{c} {op} {v}"
+        picks = (v, c) if rng.random() < 0.5 else (c, v)
+        lines.append(f"v{len(lines)} = np.where({test}, {picks[0]}, {picks[1]})")
+        values += [v, f"v{len(lines) - 1}"]
+    return lines, values[2:]
+
+
+@pytest.mark.parametrize("method", ["compiled", "tiled"])
+def test_random_branching_chains_give_numpys_bits(method, request):
+    """40 random chains of the branching ops on constants (``_branching_chain``), every
+    value an output of one kernel, at every pair of special values: NumPy's bits, NaN
+    and signed zeros included."""
+    rng = np.random.default_rng(3)
+    body, outs = [], []
+    for k in range(40):
+        lines, values = _branching_chain(rng)
+        body += [line.replace("v", f"c{k}_") for line in lines]
+        outs += [value.replace("v", f"c{k}_") for value in values]
+    source = "def f(x):\n" + "".join(f"    {line}\n" for line in body)
+    source += f"    return np.stack([{', '.join(outs)}])\n"
+    namespace = {"np": np, "inf": np.inf, "nan": np.nan}
+    exec(source, namespace)
+    f = namespace["f"]
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 0.5, 2.0, -3.0])
+    X = np.stack(np.meshgrid(special, special), axis=-1).reshape(-1, 2)
+    with np.errstate(all="ignore"):
+        want = np.stack(np.broadcast_arrays(*f(X.T)), axis=1)
+    got, _ = bd.jvp(f, method=_method(method, request))(X, np.ones_like(X))
+    np.testing.assert_array_equal(got, want, err_msg=source)
+    assert np.array_equal(np.signbit(got), np.signbit(want)), source
