@@ -26,7 +26,37 @@ from __future__ import annotations
 
 import numpy as np
 
+from batchdiff.ops import COMPARISONS
+
 from .printing import expression
+
+# Ops that compare their arguments. A constant argument of one is not printed as a
+# literal but hidden from the compiler (read at run time from the shared inputs on the
+# CPU, through a volatile local in CUDA): LLVM 22.1 (llvmlite 0.50) and NVVM (nvcc
+# 13.0), threading a comparison over a select, fold
+# ``select(fcmp(select(fcmp(c, x), c, x), c), ...)`` wrongly when both comparisons have
+# the same constant c: with ``v = np.maximum(1.0, x)``, ``np.where(v >= 1.0, v, 1.0)``
+# gave NaN at x = NaN, not 1.0, and ``np.maximum(0.0, x) > 0.0`` picked -0.0 at x = -0.0
+# (LLVM's instcombine alone does it to a four-instruction function; found by the
+# fuzzer, graph seed 99239). A comparison with a value the compiler cannot see folds
+# nothing.
+COMPARING_OPS = COMPARISONS | {"max", "min", "clip"}
+
+
+def compared_constants(tape) -> list:
+    """The constant nodes that an op of ``tape`` compares (``COMPARING_OPS``), in order.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> tape = bd.grad(lambda v: np.maximum(v[0], 0.5) * 3.0).tape(np.ones((1, 1)))
+    >>> [tape.instrs[a].value for a in compared_constants(tape)]
+    [0.5]
+    """
+    found = {}
+    for i in tape.ops():
+        ins = tape.instrs[i]
+        if ins.op in COMPARING_OPS:
+            found.update((a, None) for a in ins.args if tape.instrs[a].is_const)
+    return list(found)
 
 
 def leaf_columns(widths):

@@ -319,3 +319,30 @@ def test_source_defaults_to_the_transforms_back_end():
     assert "def run_parallel" in bd.grad(f).source(X)
     with pytest.raises(bd.BackendUnavailableError, match="generates none"):
         bd.grad(f, backend="numpy").source(X)
+
+
+def test_compared_constants_are_hidden_from_nvvm(tmp_path):
+    """A constant that an op compares is read through ``batchdiff_opaque`` (a volatile local),
+    not written as a literal: NVVM folded ``np.where(np.maximum(1.0, x) >= 1.0, ..., 1.0)``
+    into the maximum alone (NaN at x = NaN, where NumPy gives 1.0), as LLVM 22 does on
+    the CPU (``kernels/plan.py``: ``COMPARING_OPS``). With the constant hidden, the PTX
+    still compares the maximum with it (``setp.ge``)."""
+    import shutil
+    import subprocess
+
+    def f(x):
+        v = np.maximum(1.0, x[0])
+        return np.where(v >= 1.0, v, 1.0) * 3.0
+
+    src = print_cuda(bd.jvp(f, backend="numpy").tape(np.ones((1, 1)), np.ones((1, 1))),
+                     np.float64, [("x", 0), ("x", 1)])
+    code = _device_code(src)
+    assert code.count("batchdiff_opaque<double>(1.0)") == code.count("1.0") == 1
+    assert "(3.0 * " in code                                    # 3.0 is not compared
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    (tmp_path / "k.cu").write_text(src)
+    subprocess.run([nvcc, "--ptx", "-arch=sm_90", "-std=c++17", "-O3", "k.cu", "-o", "k.ptx"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    assert "setp.ge.f64" in (tmp_path / "k.ptx").read_text()
