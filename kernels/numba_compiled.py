@@ -6,7 +6,7 @@ compile time grows super-linearly with function size, so the body is cut into se
 functions of at most ``SEGMENT`` statements; values crossing a segment boundary go
 through a small per-block scratch array. Inputs are loaded into locals once per
 segment, constants are literals of the input dtype (those an op compares are read at
-run time instead, ``numba_printers.COMPARING_OPS``: LLVM folds some comparisons of
+run time instead, ``plan.COMPARING_OPS``: LLVM folds some comparisons of
 literals wrongly), and each output element is written where it is computed (both
 triangles of a Hessian from one local).
 
@@ -150,7 +150,7 @@ def run(module, X, S, outs, parallel: bool):
     """Run a kernel module over the points of ``X`` into the leaves ``outs``.
 
     ``S``: the shared inputs; the module's run-time constants (the constants its ops
-    compare, ``numba_printers.COMPARING_OPS``) are appended to them here."""
+    compare, ``plan.COMPARING_OPS``) are appended to them here."""
     if S.shape[0] != module.N_SHARED:
         raise ValueError(f"the kernel takes {module.N_SHARED} shared inputs, not {S.shape[0]}")
     if module.CONSTANTS.size:
