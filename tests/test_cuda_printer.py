@@ -322,20 +322,19 @@ def test_source_defaults_to_the_transforms_back_end():
 
 
 def test_compared_constants_are_hidden_from_nvvm(tmp_path):
-    """A constant that an op compares is read through ``batchdiff_opaque`` (a volatile local),
-    not written as a literal: NVVM folded ``np.where(np.maximum(1.0, x) >= 1.0, ..., 1.0)``
-    into the maximum alone (NaN at x = NaN, where NumPy gives 1.0), as LLVM 22 does on
-    the CPU (``kernels/plan.py``: ``COMPARING_OPS``). With the constant hidden, the PTX
-    still compares the maximum with it (``setp.ge``)."""
+    """A constant that an op compares is read through ``batchdiff_opaque`` (a volatile
+    local), not written as a literal: NVVM folded the value of
+    ``np.where(np.maximum(1.0, x) >= 1.0, np.maximum(1.0, x), 1.0)`` into the maximum
+    alone, no comparison left in the PTX (NaN at x = NaN, where NumPy gives 1.0), as LLVM
+    22 does on the CPU (``kernels/plan.py``: ``COMPARING_OPS``). With the constant
+    hidden, the PTX compares the maximum with it (``setp.ge``)."""
     import shutil
     import subprocess
 
-    def f(x):
-        v = np.maximum(1.0, x[0])
-        return np.where(v >= 1.0, v, 1.0) * 3.0
-
-    src = print_cuda(bd.jvp(f, backend="numpy").tape(np.ones((1, 1)), np.ones((1, 1))),
-                     np.float64, [("x", 0), ("x", 1)])
+    instrs = [Instr("input", (), 0), Instr("const", (), 1.0), Instr("const", (), 3.0),
+              Instr("max", (1, 0)), Instr("ge", (3, 1)), Instr("where", (4, 3, 1)),
+              Instr("mul", (2, 5))]
+    src = print_cuda(Tape(tuple(instrs), (6,), 1), np.float64, [("x", 0)])
     code = _device_code(src)
     assert code.count("batchdiff_opaque<double>(1.0)") == code.count("1.0") == 1
     assert "(3.0 * " in code                                    # 3.0 is not compared
