@@ -144,11 +144,13 @@ class _CudaPrinter(Printer):
         return f"k{i}" if i in self.compared else super().name(i)
 
     def segment(self, s) -> list:
-        """The plan's segment, after ``k{node} = batchdiff_opaque(c)`` for each compared constant
-        it reads."""
+        """The plan's segment, after ``k{node} = batchdiff_opaque(c)`` for each compared
+        constant it reads."""
         read = {a for i in self.plan.segments[s] for a in self.tape.instrs[i].args}
-        return [self.define(f"k{a}", f"batchdiff_opaque<{self.T}>({self.literal(self.tape.instrs[a].value)})")
-                for a in sorted(read & self.compared)] + super().segment(s)
+        hide = [self.define(f"k{a}", f"batchdiff_opaque<{self.T}>("
+                            f"{self.literal(self.tape.instrs[a].value)})")
+                for a in sorted(read & self.compared)]
+        return hide + super().segment(s)
 
     def out(self, leaf, column):
         return f"out{leaf}[b * rs{leaf} + {column} * cs{leaf}]"
