@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plan import Plan, Printer, compared_constants
+from .plan import Plan, Printer
 from .printing import c_literal
 
 # Statements per segment function. Measured with nvcc -cubin (NVRTC and ptxas work):
@@ -121,7 +121,6 @@ class _CudaPrinter(Printer):
         self.prefix = prefix
         self.T = "float" if self.dtype == np.float32 else "double"
         self.nx = sum(1 for kind, _ in sources if kind == "x")
-        self.compared = set(compared_constants(self.tape))     # hidden in batchdiff_opaque
         self.tables = {}        # (literal, leaf) -> (table name, columns)
         for value, j, columns in self.constant_outputs():
             if len(columns) >= TABLE_MIN:
@@ -140,16 +139,12 @@ class _CudaPrinter(Printer):
     def load(self, kind, index):
         return f"X[b * {self.nx} + {index}]" if kind == "x" else f"S[{index}]"
 
-    def name(self, i) -> str:
-        return f"k{i}" if i in self.compared else super().name(i)
-
     def segment(self, s) -> list:
         """The plan's segment, after ``k{node} = batchdiff_opaque(c)`` for each compared
         constant it reads."""
-        read = {a for i in self.plan.segments[s] for a in self.tape.instrs[i].args}
         hide = [self.define(f"k{a}", f"batchdiff_opaque<{self.T}>("
                             f"{self.literal(self.tape.instrs[a].value)})")
-                for a in sorted(read & self.compared)]
+                for a in self.compared_read(s)]
         return hide + super().segment(s)
 
     def out(self, leaf, column):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .numba_fills import fill_value, finish, prefill
-from .plan import Printer, compared_constants
+from .plan import Printer
 from .printing import branching_helpers, py_literal
 from .vector_math import FUNCTIONS, TRIG_OPS, vector_math
 
@@ -58,22 +58,15 @@ class NumbaPrinter(Printer):
         self.leaves = "".join(f"o{j}, " for j in range(len(plan.widths)))
         self.constants = {}     # float32 literal -> its module global
         self.n_shared = 1 + max((idx for kind, idx in sources if kind == "s"), default=-1)
-        # the constants an op compares, read at run time from the end of S
-        # (plan.compared_constants): node -> its index in S
-        self.runtime = {a: self.n_shared + k
-                        for k, a in enumerate(compared_constants(self.tape))}
-
-    def name(self, i) -> str:
-        return f"k{i}" if i in self.runtime else super().name(i)
 
     def runtime_loads(self, s) -> list:
-        """``k{node} = S[index]``: the run-time constants segment ``s`` reads."""
-        read = {a for i in self.plan.segments[s] for a in self.tape.instrs[i].args}
-        return [f"k{a} = S[{self.runtime[a]}]" for a in sorted(read & self.runtime.keys())]
+        """``k{node} = S[index]``: the compared constants segment ``s`` reads, at run time
+        from the end of S."""
+        return [f"k{a} = S[{self.n_shared + self.compared[a]}]" for a in self.compared_read(s)]
 
     def runtime_lines(self) -> list:
         """``N_SHARED`` and ``CONSTANTS``, the values ``numba_compiled.run`` appends to S."""
-        values = [self.tape.instrs[a].value for a in sorted(self.runtime, key=self.runtime.get)]
+        values = [self.tape.instrs[a].value for a in self.compared]
         return [f"N_SHARED = {self.n_shared}\nCONSTANTS = np.array("
                 f"[{', '.join(py_literal(v, np.float64) for v in values)}], np.{self.dtype.name})"]
 

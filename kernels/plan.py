@@ -150,10 +150,14 @@ class Plan:
         """The inputs that are outputs, in output order."""
         return [o for o in self.positions if self.tape.instrs[o].is_input]
 
+    def args_of(self, s) -> set:
+        """The nodes that the instructions of segment ``s`` read."""
+        return {a for i in self.segments[s] for a in self.tape.instrs[i].args}
+
     def reads(self, s):
         """Segment ``s``'s inputs (nodes, ascending) and values from earlier segments."""
         instrs = self.tape.instrs
-        read = {a for i in self.segments[s] for a in instrs[i].args}
+        read = self.args_of(s)
         if s == self.last:
             read.update(self.output_inputs())
         inputs = sorted(a for a in read if instrs[a].is_input)
@@ -175,6 +179,9 @@ class Printer:
 
     def __init__(self, plan: Plan, dtype, sources):
         self.plan, self.tape, self.dtype, self.sources = plan, plan.tape, np.dtype(dtype), sources
+        # the constants an op compares (``compared_constants``), each named ``k{node}``
+        # and hidden from the target's compiler: node -> its position among them
+        self.compared = {a: k for k, a in enumerate(compared_constants(self.tape))}
 
     # -- the language table ------------------------------------------------------------
     def literal(self, value) -> str:
@@ -200,11 +207,18 @@ class Printer:
 
     # -- shared ------------------------------------------------------------------------
     def name(self, i) -> str:
-        """Node ``i`` in a statement: its local, or a literal for a constant."""
+        """Node ``i`` in a statement: its local, or a literal for a constant (``k{i}`` for
+        a compared one)."""
         ins = self.tape.instrs[i]
+        if i in self.compared:
+            return f"k{i}"
         if ins.is_const:
             return self.literal(ins.value)
         return f"x{ins.value}" if ins.is_input else f"v{i}"
+
+    def compared_read(self, s) -> list:
+        """The compared constants that segment ``s`` reads, ascending."""
+        return sorted(self.plan.args_of(s) & self.compared.keys())
 
     def load_input(self, i) -> str:
         return self.load(*self.sources[self.tape.instrs[i].value])
