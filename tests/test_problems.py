@@ -140,7 +140,7 @@ def test_memory_script_measures_the_hand_written_floors():
     assert {hw.REUSED, hw.ALLOCATING} <= {case[1] for case in memory.cases(only="Lorenz")}
     loops = [case[:2] for case in memory.cases() if case[3] == memory.LOOP_CALLS]
     assert loops == [(name, method) for name in memory.LOOP_PROBLEMS
-                     for method in (bench.AUTO, hw.ALLOCATING)]
+                     for method in (bench.AUTO, hw.ALLOCATING, bench.AUTO_OUT, hw.REUSED)]
     batch = 2_000_000
     rows = [memory.measure("2-link arm", method, batch) for method in memory.FLOORS]
     for row in rows:
