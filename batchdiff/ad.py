@@ -8,13 +8,18 @@ Two sweeps do all the work, both from the local partials in ``ops.py``:
   adjoint times each partial on to its arguments.
 
 A missing tangent or adjoint is a structural zero (``None``) and costs nothing; the
-builder's rewrites remove the zeros and ones the chain rule makes. On top of the
+builder's rewrites remove the zeros and ones the chain rule makes. Block instructions
+(``blocks.py``) are linear: their tangents and adjoints come from their own rules
+(``BlockOp.jvp``, ``BlockOp.transpose``), and an elementwise op on blocks uses its
+partials as a scalar op does, on whole blocks. A tangent or adjoint has the size of its
+node: a scalar contribution to a block is broadcast, a block's to a scalar summed. On top of the
 sweeps, each ``*_tape`` function below maps a tape to a new tape (JVP, VJP, Jacobian,
 Hessian, HVP), so transforms compose: a Hessian is a forward-mode Jacobian of a
 Jacobian, and a third derivative is a Jacobian of that.
 """
 from __future__ import annotations
 
+from .blocks import BLOCK_OPS
 from .graph import Graph, Tape, Var, replay
 from .ops import OPS
 
@@ -45,6 +50,48 @@ def _accumulate(g: Graph, acc, term):
     return term if acc is None else g.add("add", (acc, term))
 
 
+def _sized(g: Graph, node, size):
+    """``node`` as a contribution to a value of ``size``: a block's contribution to a
+    scalar (broadcast in the op) is its sum; a scalar's to a block, broadcast."""
+    if node is None or g.size(node) == size:
+        return node
+    if size == 0:
+        return g.add("sum", (node,))
+    return g.fit(node, size)
+
+
+def _gather(g: Graph, adj, size):
+    """An adjoint as one node: ``adj`` is a node, a dict ``{element: node}`` of a block's
+    elements (the transpose of ``index``), or a pair of both."""
+    if not isinstance(adj, tuple):
+        return adj
+    node, elements = adj
+    if elements:
+        zero = g.const(0.0)
+        node = _accumulate(g, node, g.add("pack", tuple(elements.get(k, zero)
+                                                        for k in range(size))))
+    return node
+
+
+def _add_adjoint(g: Graph, adj: dict, arg, term):
+    """Add ``term`` (a node, or a dict of elements of a block) to ``arg``'s adjoint."""
+    if term is None:
+        return
+    if not isinstance(term, dict):
+        old = adj.get(arg)
+        if isinstance(old, tuple):
+            adj[arg] = (_accumulate(g, old[0], term), old[1])
+        else:
+            adj[arg] = _accumulate(g, old, term)
+        return
+    old = adj.get(arg)
+    node, elements = old if isinstance(old, tuple) else (old, {})
+    elements = dict(elements)
+    for k, t in term.items():
+        elements[k] = _accumulate(g, elements.get(k), t)
+    adj[arg] = (node, elements)
+
+
 def forward(g: Graph, tape: Tape, vals, seeds) -> list[list]:
     """Tangents of ``tape``'s outputs in each direction.
 
@@ -63,14 +110,20 @@ def forward(g: Graph, tape: Tape, vals, seeds) -> list[list]:
         arg_tans = [tan[a] for a in ins.args]
         if ins.is_const or all(t is None for t in arg_tans):
             continue
-        ps = partials[i]
+        block = BLOCK_OPS.get(ins.op)
         out = []
-        for d in range(n_dir):
-            acc = None
-            for p, t in zip(ps, arg_tans):
-                if p is not None and t is not None and t[d] is not None:
-                    acc = _accumulate(g, acc, g.add("mul", (p, t[d])))
-            out.append(acc)
+        if block is not None:
+            for d in range(n_dir):
+                out.append(block.jvp(g, [None if t is None else t[d] for t in arg_tans],
+                                     ins.value))
+        else:
+            ps = partials[i]
+            for d in range(n_dir):
+                acc = None
+                for p, t in zip(ps, arg_tans):
+                    if p is not None and t is not None and t[d] is not None:
+                        acc = _accumulate(g, acc, g.add("mul", (p, t[d])))
+                out.append(_sized(g, acc, ins.size))
         tan[i] = out if any(x is not None for x in out) else None
     return [[tan[o][d] if tan[o] is not None else None for o in tape.outputs]
             for d in range(n_dir)]
@@ -86,18 +139,25 @@ def reverse(g: Graph, tape: Tape, vals, cotangents) -> list[list]:
     partials = _Partials(g, tape, vals)
     results = []
     for cot in cotangents:
-        adj: dict[int, int] = {}
+        adj: dict = {}
         for j, node in cot.items():
             o = tape.outputs[j]
             adj[o] = _accumulate(g, adj.get(o), node)
         for i in range(len(tape.instrs) - 1, tape.n_inputs - 1, -1):
-            a = adj.get(i)
             ins = tape.instrs[i]
+            a = _gather(g, adj.pop(i, None), ins.size)
             if a is None or ins.is_const:
+                continue
+            block = BLOCK_OPS.get(ins.op)
+            if block is not None:
+                sizes = [tape.instrs[arg].size for arg in ins.args]
+                for arg, term in zip(ins.args, block.transpose(g, a, sizes, ins.value)):
+                    _add_adjoint(g, adj, arg, term)
                 continue
             for arg, p in zip(ins.args, partials[i]):
                 if p is not None:
-                    adj[arg] = _accumulate(g, adj.get(arg), g.add("mul", (a, p)))
+                    term = _sized(g, g.add("mul", (a, p)), tape.instrs[arg].size)
+                    _add_adjoint(g, adj, arg, term)
         results.append([adj.get(k) for k in range(tape.n_inputs)])
     return results
 

@@ -1,8 +1,10 @@
-"""The scalar SSA tape and the hash-consing builder that makes it.
+"""The SSA tape and the hash-consing builder that makes it.
 
-A ``Tape`` is a straight-line scalar program: a tuple of ``Instr`` (op name, argument
-positions, and a value for inputs and constants), a tuple of output positions, and
-the number of inputs, which always come first. It is frozen, hashable and printable.
+A ``Tape`` is a straight-line program: a tuple of ``Instr`` (op name, argument
+positions, a value for inputs, constants and the static parameter of a block op, and
+the size of its result: 0 for a scalar, n for a block of n values, ``blocks.py``), a
+tuple of output positions (scalars), and the number of inputs (scalars), which always
+come first. It is frozen, hashable and printable.
 
 A ``Graph`` builds tapes. Every node is hash-consed (the same op on the same arguments
 is the same node, so common subexpressions are shared for free) and passes through
@@ -19,7 +21,10 @@ import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from . import peephole
+from .blocks import BLOCK_OPS, Array, elementwise_size, uniform
 from .errors import LeakedTracerError, TracerConversionError
 from .ops import OPS
 
@@ -33,9 +38,16 @@ class Instr(NamedTuple):
     >>> Instr(CONST, (), 2.5).is_const, Instr("sin", (0,)).is_op
     (True, True)
     """
-    op: str                       # INPUT, CONST, or a key of ops.OPS
+    op: str                       # INPUT, CONST, a key of ops.OPS or of blocks.BLOCK_OPS
     args: tuple                   # positions of earlier instructions
-    value: float | int | None = None  # constant value, or input index
+    value: object = None          # constant value (a float, or a blocks.Array for a block
+    #                               constant), input index, or a block op's parameter
+    size: int = 0                 # 0: a scalar; n: a block of n values
+
+    @property
+    def is_block(self) -> bool:
+        """Whether it is a block op (``blocks.BLOCK_OPS``) or an op on blocks."""
+        return self.size != 0 or self.op in BLOCK_OPS
 
     @property
     def is_input(self) -> bool:
@@ -99,9 +111,14 @@ class Tape:
         return self.instrs[i].is_input
 
     def const_value(self, i):
-        """The value of instruction ``i`` if it is a constant, else None."""
+        """The value of instruction ``i`` if it is a scalar constant, else None."""
         ins = self.instrs[i]
-        return ins.value if ins.is_const else None
+        return ins.value if ins.is_const and not ins.size else None
+
+    @functools.cached_property
+    def has_blocks(self) -> bool:
+        """Whether any instruction is a block op or an op on blocks."""
+        return any(ins.is_block for ins in self.instrs)
 
     def __len__(self):
         return len(self.instrs)
@@ -121,14 +138,26 @@ class Tape:
         lines = [f"tape: {self.n_inputs} inputs, {self.num_ops} ops, {len(self.outputs)} outputs"]
         for i, ins in enumerate(self.instrs):
             if not ins.is_op:
-                lines.append(f"  %{i} = {ins.op} {ins.value!r}")
+                line = f"  %{i} = {ins.op} {ins.value!r}"
             else:
-                lines.append(f"  %{i} = {ins.op}({', '.join(f'%{a}' for a in ins.args)})")
+                line = f"  %{i} = {ins.op}{_parameter(ins)}({', '.join(f'%{a}' for a in ins.args)})"
+            lines.append(line + (f"  : [{ins.size}]" if ins.size else ""))
         lines.extend(f"  out[{k}] = %{o}" for k, o in enumerate(self.outputs))
         return "\n".join(lines)
 
     def __repr__(self):
         return f"<Tape {self.n_inputs} inputs, {self.num_ops} ops, {len(self.outputs)} outputs>"
+
+
+def _parameter(ins) -> str:
+    """A block op's parameter as the tape prints it: ``[64x64]``, ``[3]``."""
+    if ins.value is None:
+        return ""
+    if ins.op == "linear":
+        W, g, h = ins.value
+        groups = "".join(f", {k}={v}" for k, v in (("g", g), ("h", h)) if v != 1)
+        return f"[{W.shape[0]}x{W.shape[1]}{groups}]"
+    return f"[{ins.value}]"
 
 
 _state = threading.local()
@@ -179,22 +208,65 @@ class Graph:
         return self._intern((INPUT, k), Instr(INPUT, (), k))
 
     def const(self, value) -> int:
+        """A constant node: a number (a 0-d array too), or an array of one dimension or
+        more, a block constant (flattened; one of a single value is ``broadcast`` of it)."""
+        if isinstance(value, Array) or isinstance(value, np.ndarray) and value.ndim:
+            array = value if isinstance(value, Array) else Array(np.ravel(value))
+            same = uniform(array.array)
+            if same is not None:
+                return self.add("broadcast", (self.const(same),), array.size)
+            return self._intern((CONST, array), Instr(CONST, (), array, array.size))
         v = float(value)
         return self._intern((CONST, struct.pack("<d", v)), Instr(CONST, (), v))
 
     def const_value(self, node: int):
-        """The value of ``node`` if it is a constant, else None."""
+        """The value of ``node`` if it is a scalar constant or a block of one constant
+        value (``broadcast`` of a constant), else None."""
         ins = self.instrs[node]
-        return ins.value if ins.is_const else None
+        if ins.op == "broadcast":
+            ins = self.instrs[ins.args[0]]
+        return ins.value if ins.is_const and not ins.size else None
 
-    def add(self, op: str, args: tuple) -> int:
-        """Node ``op(*args)`` after folding and identities; existing node if seen before."""
-        if OPS[op].commutative and args[0] > args[1]:
-            args = (args[1], args[0])
-        node = peephole.rewrite(self, op, args)
+    def block_value(self, node: int):
+        """The values of ``node`` as a flat float64 array if it is constant, else None."""
+        ins = self.instrs[node]
+        if ins.is_const:
+            return ins.value.array.ravel() if ins.size else np.array([ins.value])
+        value = self.const_value(node)
+        return None if value is None else np.full(max(ins.size, 1), value)
+
+    def size(self, node: int) -> int:
+        """0 for a scalar node, n for a block of n values."""
+        return self.instrs[node].size
+
+    def add(self, op: str, args: tuple, value=None) -> int:
+        """Node ``op(*args)`` after folding and identities; existing node if seen before.
+
+        ``value`` is a block op's parameter (``blocks.BLOCK_OPS``). A rewrite that gives
+        a scalar where the op makes a block is broadcast to the block's size.
+        """
+        sizes = [self.instrs[a].size for a in args]
+        block = BLOCK_OPS.get(op)
+        if block is None:
+            if OPS[op].commutative and args[0] > args[1]:
+                args = (args[1], args[0])
+            size = elementwise_size(op, sizes)
+        else:
+            size = block.size(sizes, value)
+        node = peephole.rewrite(self, op, args, value, size)
         if node is not None:
+            return self.fit(node, size)
+        key = (op, args) if value is None else (op, args, value)
+        return self._intern(key, Instr(op, args, value, size))
+
+    def fit(self, node: int, size: int) -> int:
+        """``node`` as a value of ``size``: a scalar is broadcast to a block."""
+        have = self.instrs[node].size
+        if have == size:
             return node
-        return self._intern((op, args), Instr(op, args))
+        if have == 0:
+            return self.add("broadcast", (node,), size)
+        raise ValueError(f"a block of {have} where a value of size {size} is needed")
 
     def operand(self, x) -> int:
         """The node for ``x``: a Var of this graph, a Var of an enclosing trace, or a number."""
@@ -220,8 +292,8 @@ class Graph:
             self.captured.append(var)
         return node
 
-    def apply(self, op: str, args) -> Var:
-        return apply(op, args)
+    def apply(self, op: str, args, value=None) -> Var:
+        return apply(op, args, value)
 
     # -- finishing --------------------------------------------------------------------
     def finish(self, outputs) -> Tape:
@@ -242,9 +314,8 @@ def compact(instrs, outputs, n_inputs) -> Tape:
     order = [i for _, i in inputs] + [
         i for i, ins in enumerate(instrs) if live[i] and not ins.is_input]
     new = {old: k for k, old in enumerate(order)}
-    out_instrs = tuple(
-        Instr(instrs[i].op, tuple(new[a] for a in instrs[i].args), instrs[i].value)
-        for i in order)
+    out_instrs = tuple(instrs[i]._replace(args=tuple(new[a] for a in instrs[i].args))
+                       for i in order)
     return Tape(out_instrs, tuple(new[o] for o in outputs), n_inputs)
 
 
@@ -261,7 +332,7 @@ def replay(graph: Graph, tape: Tape, inputs) -> list[int]:
         elif ins.is_const:
             vals[i] = graph.const(ins.value)
         else:
-            vals[i] = graph.add(ins.op, tuple(vals[a] for a in ins.args))
+            vals[i] = graph.add(ins.op, tuple(vals[a] for a in ins.args), ins.value)
     return vals
 
 
@@ -272,7 +343,7 @@ def _is_real_scalar(x) -> bool:
         or isinstance(x, np.bool_))
 
 
-def apply(op: str, args) -> Var:
+def apply(op: str, args, value=None) -> Var:
     """``op(*args)`` as a Var in the innermost graph among the Vars in ``args``."""
     graph = None
     for a in args:
@@ -281,11 +352,11 @@ def apply(op: str, args) -> Var:
             graph = a.graph
     if graph is None:
         raise TypeError(f"{op} needs at least one traced argument")
-    return Var(graph, graph.add(op, tuple(graph.operand(a) for a in args)))
+    return Var(graph, graph.add(op, tuple(graph.operand(a) for a in args), value))
 
 
 class Var:
-    """A handle on one scalar node; Python arithmetic on it builds the graph."""
+    """A handle on one node (a scalar or a block); Python arithmetic on it builds the graph."""
     __slots__ = ("graph", "id")
     __hash__ = None  # == builds a node, so Vars are not hashable
 
@@ -293,8 +364,13 @@ class Var:
         self.graph = graph
         self.id = node
 
+    @property
+    def size(self) -> int:
+        """0 for a scalar, n for a block of n values."""
+        return self.graph.instrs[self.id].size
+
     def __repr__(self):
-        return f"Var(%{self.id})"
+        return f"Var(%{self.id})" if not self.size else f"Var(%{self.id}: [{self.size}])"
 
     def __add__(self, o): return apply("add", (self, o))
     def __radd__(self, o): return apply("add", (o, self))

@@ -2,13 +2,19 @@
 
 It runs a tape over a batch of points, one NumPy call per instruction over a chunk of
 points (instruction-major, like the replay executor), so there is no Python loop over
-points. Values are freed after their last use, so memory stays at the tape's live
+points. A scalar value is a row of the chunk's points (or one number, a constant), a
+block of n values an ``(n, chunk)`` array (``(n, 1)``, a constant); an elementwise op
+broadcasts them, a block op runs its ``BlockOp.value`` (``linear``: a matrix product over
+the chunk). Values are freed after their last use, so memory stays at the tape's live
 width times the chunk size. Every other executor is tested against this one.
 """
 from __future__ import annotations
 
 import numpy as np
 
+import functools
+
+from .blocks import BLOCK_OPS
 from .ops import OPS
 
 CHUNK = 16384
@@ -72,12 +78,19 @@ def _plan(tape, dtype):
     program = []
     for ins in tape.instrs:
         if ins.is_const:
-            program.append(dtype.type(ins.value))
+            program.append(ins.value.array.astype(dtype)[:, None] if ins.size
+                           else dtype.type(ins.value))
         elif ins.is_input:
             program.append(None)
+        elif ins.op in BLOCK_OPS:
+            program.append(functools.partial(_block, BLOCK_OPS[ins.op].value, ins.value, dtype))
         else:
             program.append(OPS[ins.op].value)
     return program, last_use
+
+
+def _block(rule, parameter, dtype, *args):
+    return rule(args, parameter, dtype)
 
 
 def _run(tape, program, last_use, cols, columns):

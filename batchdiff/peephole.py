@@ -23,16 +23,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blocks import BLOCK_OPS, elementwise_rewrite
 from .ops import COMPARISONS, OPS
 
 
-def rewrite(g, op: str, args: tuple):
-    """A node equal to ``op(*args)`` found or made without making that node, or None."""
+def rewrite(g, op: str, args: tuple, value=None, size=0):
+    """A node equal to ``op(*args)`` found or made without making that node, or None.
+
+    ``value`` is a block op's parameter and ``size`` the result's size; a scalar node
+    returned for a block result stands for that value in every element (``Graph.fit``).
+    A constant of a block of one value (``broadcast`` of it) takes part in the scalar
+    rules as that constant.
+    """
+    block = BLOCK_OPS.get(op)
+    if block is not None:
+        return block.rewrite(g, args, value)
     consts = [g.const_value(a) for a in args]
     if all(c is not None for c in consts):
         with np.errstate(all="ignore"):
-            value = OPS[op].value(*(np.float64(c) for c in consts))
-        return g.const(value)
+            folded = OPS[op].value(*(np.float64(c) for c in consts))
+        return g.const(folded)
+    if size:
+        node = elementwise_rewrite(g, op, args, size)
+        if node is not None:
+            return node
     rule = _RULES.get(op)
     return rule(g, args, consts) if rule else None
 

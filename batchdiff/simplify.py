@@ -7,7 +7,7 @@ tape, by replaying it into a fresh graph.
 """
 from __future__ import annotations
 
-from .graph import Graph, Instr, compact, replay
+from .graph import Graph, compact, replay
 
 
 def simplify(tape):
@@ -35,7 +35,7 @@ def strip_stops(tape):
     for i, ins in enumerate(tape.instrs):
         if ins.op == "stop":
             alias[i] = alias[ins.args[0]]
-        instrs.append(Instr(ins.op, tuple(alias[a] for a in ins.args), ins.value))
+        instrs.append(ins._replace(args=tuple(alias[a] for a in ins.args)))
     if all(a == i for i, a in enumerate(alias)):
         return tape
     return simplify(compact(instrs, [alias[o] for o in tape.outputs], tape.n_inputs))

@@ -1,10 +1,13 @@
 """``TracedArray``, the array-like a traced function receives, and the NumPy functions it handles.
 
-Its elements are ``Var`` handles (or plain floats for constants) in an object array.
+Its elements are ``Var`` handles (or plain floats for constants) in an object array, or,
+for a block-backed array, one block node holding them all (``block_trace.py``).
 NumPy ufuncs reach it through ``__array_ufunc__`` (``ufuncs.py``) and NumPy functions
-through ``__array_function__`` (``HANDLED_FUNCTIONS``). Structural functions (reshape,
-stack, indexing ...) and the ones NumPy builds from ``+`` and ``*`` (sum, dot, matmul,
-cross, einsum ...) run NumPy's own code on the object array of elements.
+through ``__array_function__`` (``HANDLED_FUNCTIONS``). Products with constant matrices,
+and ufuncs, sums and means of block-backed arrays, become block instructions; the other
+structural functions (reshape, stack, indexing ...) and the ones NumPy builds from ``+``
+and ``*`` (prod, cross, cumsum ...) run NumPy's own code on the object array of
+elements (a block-backed array's are its ``index`` nodes, made when first asked for).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import math
 
 import numpy as np
 
-from . import ufuncs
+from . import block_trace, ufuncs
 from .errors import LeakedTracerError, TracerConversionError, UnsupportedOperationError
 from .graph import Var, active_graphs
 from .ufuncs import Operators, elementwise, where_fn
@@ -93,7 +96,9 @@ def _check_live(x):
     traced element must belong to a running trace (a mix is caught when the values
     meet, by ``Graph.operand``). Lists and tuples are searched.
     """
-    if isinstance(x, TracedArray):
+    if isinstance(x, TracedArray) and x._block is not None:
+        values, first = None, x._block
+    elif isinstance(x, TracedArray):
         values = x._v
         first = values.flat[0] if values.size else None
     elif isinstance(x, (list, tuple)):
@@ -135,12 +140,36 @@ class TracedArray(Operators):
     Python control flow on them raises; use ``np.where``.
     """
     __array_priority__ = 1000
-    __slots__ = ("_v", "dtype")
+    __slots__ = ("_elements", "_block", "_shape", "dtype")
     __hash__ = None
 
-    def __init__(self, values: np.ndarray, dtype=np.float64):
-        self._v = values
+    def __init__(self, values, dtype=np.float64, block=None, shape=None):
+        """``values``: the object array of elements; or None with ``block``, the block
+        Var of them all (flat, row-major), and the array's ``shape``."""
+        if block is not None and block.size == 0:     # a scalar: its one element
+            values = np.empty(shape, dtype=object)
+            values[...] = block
+            block = None
+        self._elements = values
+        self._block = block
+        self._shape = tuple(shape) if block is not None else None
         self.dtype = np.dtype(dtype)
+
+    @property
+    def _v(self) -> np.ndarray:
+        """The object array of elements (a block's ``index`` nodes, made on first use)."""
+        if self._elements is None:
+            block = self._block
+            graph = block.graph
+            flat = np.empty(block.size, dtype=object)
+            for k in range(block.size):
+                flat[k] = Var(graph, graph.add("index", (block.id,), k))
+            self._elements = flat.reshape(self._shape)
+        return self._elements
+
+    def _blocked(self, shape):
+        """The same block, seen in ``shape`` (a reshape in row-major order)."""
+        return TracedArray(None, self.dtype, block=self._block, shape=shape)
 
     # -- NumPy protocols -------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -151,8 +180,17 @@ class TracedArray(Operators):
                 f"np.{ufunc.__name__}(..., out=...) writes in place, which traced values do not "
                 "support: use the returned value instead")
         ufuncs.check(ufunc, method)
-        return _wrap(ufuncs.call(ufunc, method, [_objects(x) for x in inputs], kwargs),
-                     _dtype_of(inputs))
+        dtype = _dtype_of(inputs)
+        if method == "__call__" and not kwargs:
+            if ufunc is np.matmul:
+                result = block_trace.matmul(*inputs, dtype)
+            elif ufunc in ufuncs.UFUNCS:
+                result = block_trace.elementwise(ufuncs.UFUNCS[ufunc], inputs, dtype)
+            else:
+                result = None
+            if result is not None:
+                return result
+        return _wrap(ufuncs.call(ufunc, method, [_objects(x) for x in inputs], kwargs), dtype)
 
     def __array_function__(self, func, types, args, kwargs):
         _check_live(args)
@@ -173,9 +211,9 @@ class TracedArray(Operators):
             "from traced values")
 
     # -- array attributes ------------------------------------------------------------
-    shape = property(lambda self: self._v.shape)
-    ndim = property(lambda self: self._v.ndim)
-    size = property(lambda self: self._v.size)
+    shape = property(lambda self: self._shape if self._block is not None else self._v.shape)
+    ndim = property(lambda self: len(self.shape))
+    size = property(lambda self: math.prod(self.shape))
     T = property(lambda self: self.transpose())
     mT = property(lambda self: self._moved(np.swapaxes(self._v, -1, -2)))
 
@@ -209,7 +247,10 @@ class TracedArray(Operators):
             raise TracerConversionError("assignment at a traced index is not supported: "
                                         "indices must be known when tracing")
         obj = _objects(value)
-        self._v[key] = obj[()] if obj.ndim == 0 else obj
+        elements = self._v.copy() if self._block is not None else self._v
+        self._block = self._shape = None        # the elements change: no longer the block
+        elements[key] = obj[()] if obj.ndim == 0 else obj
+        self._elements = elements
 
     # -- what needs a number: Python control flow, conversions, rounding ----------------
     def __bool__(self):
@@ -257,30 +298,44 @@ class TracedArray(Operators):
         _check_live(self)
         return TracedArray(values, self.dtype)
 
+    def _same_order(self, reshaped):
+        """``reshaped(array)`` of this array's layout, as the same block when it keeps the
+        elements' row-major order, else of the elements."""
+        if self._block is not None:
+            _check_live(self)
+            return self._blocked(reshaped(np.empty(self.shape, dtype=bool)).shape)
+        return self._moved(reshaped(self._v))
+
     def reshape(self, *shape, order="C"):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return self._moved(self._v.reshape(shape, order=order))
+        if order != "C":
+            return self._moved(self._v.reshape(shape, order=order))
+        return self._same_order(lambda a: a.reshape(shape))
 
     def transpose(self, *axes):
+        if self._block is not None and self.ndim <= 1:
+            return self._same_order(lambda a: a)
         return self._moved(self._v.transpose(*axes))
 
     def ravel(self):
-        return self._moved(self._v.ravel())
+        return self._same_order(np.ravel)
 
     flatten = ravel
 
     def squeeze(self, axis=None):
-        return self._moved(self._v.squeeze(axis))
+        return self._same_order(lambda a: a.squeeze(axis))
 
     def copy(self):
-        return self._moved(self._v.copy())
+        return self._same_order(lambda a: a.copy())
 
     def astype(self, dtype, copy=True):
         if np.dtype(dtype).kind != "f":
             raise TracerConversionError(f"astype({dtype}) of a traced value: only float "
                                         "dtypes are supported while tracing")
         _check_live(self)
+        if self._block is not None:
+            return TracedArray(None, dtype, block=self._block, shape=self.shape)
         return TracedArray(self._v.copy(), dtype)
 
     def sum(self, axis=None, keepdims=False):
@@ -318,8 +373,59 @@ def _where(condition, x=None, y=None):
             "np.where(condition) with one argument (indices of non-zeros) depends on values; "
             "use the three-argument np.where(condition, x, y)")
     dtype = _dtype_of([condition, x, y])
+    result = block_trace.elementwise(where_fn, [condition, x, y], dtype)
+    if result is not None:
+        return result
     return _wrap(np.frompyfunc(where_fn, 3, 1)(_objects(condition), _objects(x), _objects(y)),
                  dtype)
+
+
+def _or_elements(block_rule, func):
+    """A handler trying ``block_rule(*args, dtype=..., **kwargs)`` first, then NumPy's
+    ``func`` on the elements."""
+    by_numpy = _by_numpy(func)
+
+    def handler(*args, **kwargs):
+        dtype = _dtype_of(args) or _dtype_of(list(kwargs.values()))
+        try:
+            result = block_rule(*args, dtype=dtype, **kwargs)
+        except TypeError:       # arguments the block rule does not take: NumPy's turn
+            result = None
+        return by_numpy(*args, **kwargs) if result is None else result
+    return handler
+
+
+def _block_sum(a, axis=None, dtype=None, keepdims=False, **kwargs):
+    return None if kwargs else block_trace.total(a, axis, keepdims, dtype)
+
+
+def _block_mean(a, axis=None, dtype=None, keepdims=False, **kwargs):
+    return None if kwargs else block_trace.total(a, axis, keepdims, dtype, mean=True)
+
+
+def _block_dot(a, b, dtype=None, out=None):
+    return None if out is not None else block_trace.dot(a, b, dtype)
+
+
+def _block_inner(a, b, dtype=None):
+    return block_trace.dot(a, b, dtype) if np.ndim(a) == 1 and np.ndim(b) == 1 else None
+
+
+def _block_tensordot(a, b, axes=2, dtype=None):
+    return block_trace.tensordot(a, b, axes, dtype)
+
+
+def _block_reshape(a, shape=None, order="C", **kwargs):
+    shape = kwargs.pop("newshape", shape)
+    if kwargs or not isinstance(a, TracedArray) or a._block is None or order != "C":
+        return None
+    return a.reshape(shape)
+
+
+def _block_ravel(a, order="C", dtype=None):
+    if not isinstance(a, TracedArray) or a._block is None or order != "C":
+        return None
+    return a.ravel()
 
 
 def _reduction(ufunc):
@@ -334,7 +440,7 @@ def _reduction(ufunc):
 
 def _like(fill):
     def handler(a, dtype=None, shape=None, **kwargs):
-        shape = np.shape(a._v if isinstance(a, TracedArray) else a) if shape is None else shape
+        shape = (a.shape if isinstance(a, TracedArray) else np.shape(a)) if shape is None else shape
         return TracedArray(np.full(shape, fill, dtype=object), dtype or getattr(a, "dtype", None))
     return handler
 
@@ -355,6 +461,9 @@ def _clip(a, a_min=None, a_max=None, **kwargs):
     if a_min is None and a_max is None:
         return a
     args = (a, -math.inf if a_min is None else a_min, math.inf if a_max is None else a_max)
+    result = block_trace.elementwise(elementwise("clip"), args, _dtype_of(args))
+    if result is not None:
+        return result
     return _wrap(np.frompyfunc(elementwise("clip"), 3, 1)(*(_objects(x) for x in args)),
                  _dtype_of(args))
 
@@ -379,15 +488,23 @@ def _shape(a):
 HANDLED_FUNCTIONS = {
     # structural: NumPy moves the elements
     **{f: _by_numpy(f) for f in (
-        np.reshape, np.transpose, np.ravel, np.squeeze, np.expand_dims, np.moveaxis,
+        np.transpose, np.squeeze, np.expand_dims, np.moveaxis,
         np.swapaxes, np.stack, np.concatenate, np.hstack, np.vstack, np.column_stack,
         np.atleast_1d, np.atleast_2d, np.diag, np.diagonal, np.flip, np.roll,
         np.broadcast_to, np.tile, np.repeat, np.copy, np.triu, np.tril, np.fliplr,
         np.flipud)},
     # built by NumPy from + and * on the elements
     **{f: _by_numpy(f) for f in (
-        np.sum, np.prod, np.mean, np.dot, np.vdot, np.inner, np.outer, np.cross,
-        np.trace, np.einsum, np.tensordot, np.cumsum, np.cumprod, np.kron)},
+        np.prod, np.vdot, np.outer, np.cross, np.trace, np.cumsum, np.cumprod, np.kron)},
+    # block instructions where they fit (block_trace), else NumPy's on the elements
+    np.sum: _or_elements(_block_sum, np.sum),
+    np.mean: _or_elements(_block_mean, np.mean),
+    np.dot: _or_elements(_block_dot, np.dot),
+    np.inner: _or_elements(_block_inner, np.inner),
+    np.tensordot: _or_elements(_block_tensordot, np.tensordot),
+    np.einsum: _or_elements(block_trace.einsum, np.einsum),
+    np.reshape: _or_elements(_block_reshape, np.reshape),
+    np.ravel: _or_elements(_block_ravel, np.ravel),
     np.where: _where,
     np.max: _reduction(np.maximum), np.amax: _reduction(np.maximum),
     np.min: _reduction(np.minimum), np.amin: _reduction(np.minimum),

@@ -19,6 +19,11 @@ of one constant value in one leaf (the zeros of a dense Hessian) are written by 
 over a table of their columns: 14,000 constant stores in straight-line code took NVVM and
 ptxas 80 s, the loop 4 s.
 
+A block instruction (``batchdiff.blocks``) is a segment of its own: loops over the
+block's values in the thread's scratch array (``unroll 1``: NVVM's time grows with
+the loops' size, not the block's), its constant matrices and block constants in
+``__device__ const`` tables that every thread reads alike.
+
 The same source compiles as host C++ (``__CUDACC__`` undefined): the CUDA keywords are
 defined away and ``bd_host_run`` loops over the points, so the tests can run the
 generated code against the reference interpreter on machines without a GPU.
@@ -46,6 +51,7 @@ PREAMBLE = """\
 #ifndef BATCHDIFF_PREAMBLE
 #define BATCHDIFF_PREAMBLE
 #ifdef __CUDACC__
+#define BATCHDIFF_ROLLED _Pragma("unroll 1")
 #ifndef CUDART_INF
 #define CUDART_INF __longlong_as_double(0x7ff0000000000000LL)
 #define CUDART_NAN __longlong_as_double(0x7ff8000000000000LL)
@@ -55,6 +61,7 @@ PREAMBLE = """\
 #else
 #include <math.h>
 #include <limits>
+#define BATCHDIFF_ROLLED
 #define __device__
 #define __global__
 #define __noinline__ __attribute__((noinline))
@@ -122,6 +129,7 @@ class _CudaPrinter(Printer):
         self.T = "float" if self.dtype == np.float32 else "double"
         self.nx = sum(1 for kind, _ in sources if kind == "x")
         self.tables = {}        # (literal, leaf) -> (table name, columns)
+        self.block_tables = {}  # name -> values: matrices and block constants
         for value, j, columns in self.constant_outputs():
             if len(columns) >= TABLE_MIN:
                 self.tables[value, j] = (f"{prefix}outputs{len(self.tables)}", columns)
@@ -145,7 +153,66 @@ class _CudaPrinter(Printer):
         hide = [self.define(f"k{a}", f"batchdiff_opaque<{self.T}>("
                             f"{self.literal(self.tape.instrs[a].value)})")
                 for a in self.compared_read(s)]
+        if self.plan.is_block_segment(s):
+            return hide + self.block_segment(s)
         return hide + super().segment(s)
+
+    # -- block segments: loops over a block's values in the scratch array ---------------
+    def table(self, node, values) -> str:
+        """The ``__device__ const`` table of ``values`` for ``node`` (``source`` prints it)."""
+        name = f"{self.prefix}c{node}"
+        self.block_tables[name] = np.asarray(values, dtype=np.float64).ravel()
+        return name
+
+    def element(self, node, i="i") -> str:
+        """Element ``i`` of argument ``node`` of a block instruction: a block's scratch
+        slot, a block constant's table entry, or a scalar as any segment names it."""
+        ins = self.tape.instrs[node]
+        if ins.is_const and ins.size:
+            return f"{self.table(node, ins.value.array)}[{i}]"
+        if ins.size:
+            return f"t[{self.plan.slot[node]} + {i}]"
+        if ins.is_input:
+            return self.load_input(node)
+        if ins.is_const or node in self.compared:
+            return self.name(node)
+        return f"t[{self.plan.slot[node]}]"
+
+    def block_segment(self, s) -> list:
+        """The statements of block segment ``s``."""
+        (i,) = self.plan.segments[s]
+        ins, T, slot = self.tape.instrs[i], self.T, self.plan.slot
+        loop = "BATCHDIFF_ROLLED     // a loop, not unrolled"
+        if ins.op == "linear":
+            W, g, h = ins.value
+            m, k = W.shape
+            w, a, d = self.table(i, W.array), slot[ins.args[0]], slot[i]
+            return [loop, f"for (int q = 0; q < {g * h}; ++q) {{",
+                    f"    const int x = {a} + (q / {h}) * {k * h} + q % {h};",
+                    f"    const int o = {d} + (q / {h}) * {m * h} + q % {h};",
+                    f"    {loop}", f"    for (int r = 0; r < {m}; ++r) {{",
+                    f"        {T} acc = 0;", f"        {loop}",
+                    f"        for (int c = 0; c < {k}; ++c)",
+                    f"            acc += {w}[r * {k} + c] * t[x + c * {h}];",
+                    f"        t[o + r * {h}] = acc;", "    }", "}"]
+        if ins.op == "sum":
+            (a,) = ins.args
+            lines = [f"{T} v{i} = {self.element(a, 0)};", loop,
+                     f"for (int i = 1; i < {self.tape.instrs[a].size}; ++i)",
+                     f"    v{i} = v{i} + {self.element(a)};"]
+            lines += self.stores(i)
+            if i in slot:
+                lines.append(self.assign(self.scratch(slot[i]), f"v{i}"))
+            return lines
+        if ins.op == "broadcast":
+            return [loop, f"for (int i = 0; i < {ins.size}; ++i)",
+                    f"    t[{slot[i]} + i] = {self.element(ins.args[0])};"]
+        self.spelled = {a: self.element(a) for a in ins.args}
+        try:
+            value = self.expression(ins)
+        finally:
+            self.spelled = {}
+        return [loop, f"for (int i = 0; i < {ins.size}; ++i)", f"    t[{slot[i]} + i] = {value};"]
 
     def out(self, leaf, column):
         return f"out{leaf}[b * rs{leaf} + {column} * cs{leaf}]"
@@ -161,6 +228,12 @@ class _CudaPrinter(Printer):
             for c, value in leaf_consts:
                 groups.setdefault((self.literal(value), j), []).append(c)
         return [(value, j, cs) for (value, j), cs in groups.items()]
+
+    def block_table(self, name, values) -> str:
+        """The ``__device__ const`` array ``name`` of ``values`` in the kernel's type."""
+        literals = [self.literal(float(v)) for v in values]
+        return (f"__device__ const {self.T} {name}[{len(literals)}] = {{\n    "
+                + _block_table_rows(literals) + "\n};\n")
 
     def tail(self):
         """The outputs that are inputs, then the constants: one by one, or from a table."""
@@ -181,13 +254,16 @@ class _CudaPrinter(Printer):
             f", {T}* __restrict__ out{j}, long long rs{j}, long long cs{j}" for j in leaves)
         args = "X, S" + "".join(f", out{j}, rs{j}, cs{j}" for j in leaves)
         parts = [_table(name, columns) for name, columns in self.tables.values()]
-        if len(segments) == 1:
+        if len(segments) == 1 and not self.plan.is_block_segment(0):
             point = self.segment(0)
         else:
+            functions = []
             for s in range(len(segments)):
-                parts.append(_function(
+                functions.append(_function(
                     f"__device__ __noinline__ void {p}segment{s}"
                     f"({params}, {T}* __restrict__ t, long long b)", self.segment(s)))
+            parts += [self.block_table(name, values) for name, values in self.block_tables.items()]
+            parts += functions
             point = [f"{T} t[{max(self.plan.n_slots, 1)}];"] + [
                 f"{p}segment{s}({args}, t, b);" for s in range(len(segments))]
         parts.append(_function(f"__device__ void {p}point({params}, long long b)", point))
@@ -208,6 +284,10 @@ extern "C" void {p}host_run({params}, long long B)
 #endif
 """)
         return "\n".join(parts)
+
+
+def _block_table_rows(literals) -> str:
+    return ",\n    ".join(", ".join(literals[k:k + 8]) for k in range(0, len(literals), 8))
 
 
 def _table(name, values) -> str:

@@ -65,12 +65,18 @@ def print_kernel(tape, dtype, sources, widths=None, segment=None, tiled=None) ->
     """
     if tiled is None:
         tiled = is_tiled(tape, widths)
+    if tape.has_blocks and not tiled:
+        raise ValueError("a tape with block instructions is printed tiled (tiled=True): "
+                         "its blocks are loops over the lanes of a tile")
     plan = Plan(tape, widths, segment or (TILED_SEGMENT if tiled else SEGMENT))
     return (TiledPrinter if tiled else PointPrinter)(plan, dtype, sources).source()
 
 
 def is_tiled(tape, widths=None) -> bool:
-    """Whether ``print_kernel`` tiles this tape by default (``TILED_MIN_OPS_PER_STORE``)."""
+    """Whether ``print_kernel`` tiles this tape by default (``TILED_MIN_OPS_PER_STORE``;
+    always for a tape with block instructions)."""
+    if tape.has_blocks:
+        return True
     if TILED_MIN_OPS_PER_STORE is None:
         return False
     key = (tape, leaf_widths(len(tape.outputs), widths))

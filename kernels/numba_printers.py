@@ -91,6 +91,17 @@ class NumbaPrinter(Printer):
         return ["".join(f"{name} = {text}\n" for text, name in self.constants.items())
                 ] if self.constants else []
 
+    def block_constant_lines(self) -> list:
+        """The module's constant arrays (matrices of ``linear``, block constants), in the
+        kernel's dtype, once its segments are printed: Numba freezes a global array into
+        the machine code."""
+        lines = []
+        for name, array in getattr(self, "block_constants", {}).items():
+            values = ", ".join(repr(float(v)) for v in array.ravel())
+            lines.append(f"{name} = np.array([{values}], dtype=np.{self.dtype.name})"
+                         + (f".reshape({array.shape})" if array.ndim > 1 else "") + "\n")
+        return ["".join(lines)] if lines else []
+
     def expression(self, ins):
         if ins.op in BRANCHING_OPS:     # a call of the module's function for the op
             return f"_{ins.op}({', '.join(self.name(a) for a in ins.args)})"
@@ -103,14 +114,16 @@ class NumbaPrinter(Printer):
 
     def functions(self, signature, indent, prologue=None, segments=None, suffix="") -> list:
         """The segment functions ``segment{s}{suffix}(signature)`` (of every segment, or
-        of ``segments``): ``prologue(s)`` lines, then the statements under ``indent``."""
+        of ``segments``): ``prologue(s)`` lines, then the statements under ``indent`` (a
+        string, or a function of the segment giving one)."""
         # a single segment is inlined into the point loop, as prefill and finish are:
         # a call per point passing every array: the Rosenbrock-10 Hessian's out= call ran
         # 1.49-1.91x the hand-written kernel's before, 1.26x after (benchmarks/compare.py)
         opts = "_inline" if len(self.plan.segments) == 1 else "_opts"
+        spaces = indent if callable(indent) else (lambda s: indent)
         return [f"\n@njit(**{opts})\ndef segment{s}{suffix}({signature}):\n"
                 + "".join(f"    {line}\n" for line in (prologue(s) if prologue else ()))
-                + "\n".join(indent + line for line in (self.segment(s) or ["pass"]))
+                + "\n".join(spaces(s) + line for line in (self.segment(s) or ["pass"]))
                 for s in (range(len(self.plan.segments)) if segments is None else segments)]
 
     def fills(self) -> list:
@@ -218,6 +231,7 @@ class TiledPrinter(NumbaPrinter):
                               if any(self.tape.instrs[i].op in TRIG_OPS for i in seg)]
         self.exact = False      # printing the segments that redo a flagged tile with libm
         self.tile = tile_points(dtype)
+        self.block_constants: dict = {}     # module global name -> array (block segments)
 
     def load(self, kind, index):
         return f"w[{index * self.tile} + l]" if kind == "x" else f"s{index}"
@@ -252,19 +266,99 @@ class TiledPrinter(NumbaPrinter):
         return ([f"s{idx} = S[{idx}]" for kind, idx in sorted(set(kinds)) if kind == "s"]
                 + self.runtime_loads(s))
 
+    # -- block segments: one block instruction, loops over its rows and the tile's lanes --
+    def prologue(self, s) -> list:
+        """What comes before a segment's statements: its invariants, and for a segment
+        of scalar statements the loop over the tile's lanes they run in."""
+        return self.shared(s) + ([] if self.plan.is_block_segment(s) else ["for l in range(m):"])
+
+    def indent(self, s) -> str:
+        return "    " if self.plan.is_block_segment(s) else "        "
+
+    def row(self, node, i="i") -> str:
+        """Element ``i`` of block ``node`` in the work array (its scratch rows)."""
+        base = self.cross_row + self.plan.slot[node]
+        if isinstance(i, int):
+            return f"w[{(base + i) * self.tile} + l]"
+        return f"w[({base} + {i}) * {self.tile} + l]"
+
+    block_element = row
+
+    def element(self, node, i="i") -> str:
+        """Element ``i`` of argument ``node`` of a block instruction, in the lane loop: a
+        block's row, a block constant's entry, or a scalar as any segment names it."""
+        ins = self.tape.instrs[node]
+        if ins.is_const and ins.size:
+            return f"{self.block_constant(node)}[{i}]"
+        if ins.size:
+            return self.row(node, i)
+        if ins.is_input or ins.is_const or node in self.compared:
+            return self.name(node)
+        return f"w[{(self.cross_row + self.plan.slot[node]) * self.tile} + l]"
+
+    def block_constant(self, node) -> str:
+        """The module global holding block constant ``node`` (``constant_lines``)."""
+        name = f"_b{node}"
+        self.block_constants[name] = self.tape.instrs[node].value.array.ravel()
+        return name
+
+    def block_segment(self, s) -> list:
+        """The lines of block segment ``s`` (in its function, before ``indent``)."""
+        (i,) = self.plan.segments[s]
+        ins = self.tape.instrs[i]
+        T = self.tile
+        inputs = [f"    {self.define(self.name(a), self.load_input(a))}"
+                  for a in sorted(set(ins.args)) if self.tape.instrs[a].is_input
+                  and self.sources[self.tape.instrs[a].value][0] == "x"]
+        if ins.op == "linear":
+            W, g, h = ins.value
+            name = f"_W{i}"
+            self.block_constants[name] = W.array
+            base = (self.cross_row + self.plan.slot[ins.args[0]]) * T
+            return [f"_linear({name}, w, {base}, {(self.cross_row + self.plan.slot[i]) * T}, "
+                    f"{g}, {h}, m)"]
+        if ins.op == "sum":
+            (a,) = ins.args
+            n = self.tape.instrs[a].size
+            lines = ["for l in range(m):", f"    v{i} = {self.row(a, 0)}",
+                     f"    for r in range(1, {n}):", f"        v{i} = v{i} + {self.row(a, 'r')}"]
+            lines += ["    " + line for line in self.stores(i)]
+            if i in self.plan.slot:
+                lines.append(f"    {self.assign(self.scratch(self.plan.slot[i]), f'v{i}')}")
+            return lines
+        if ins.op == "broadcast":
+            return [f"for i in range({ins.size}):", "    for l in range(m):", *(
+                "    " + x for x in inputs), f"        {self.row(i)} = {self.element(ins.args[0])}"]
+        # an elementwise op on blocks
+        self.spelled = {a: self.element(a) for a in ins.args}
+        try:
+            checks = self.checks(ins)
+            value = self.expression(ins)
+        finally:
+            self.spelled = {}
+        return [f"for i in range({ins.size}):", "    for l in range(m):",
+                *("    " + x for x in inputs), *(f"        {c}" for c in checks),
+                f"        {self.row(i)} = {value}"]
+
+    def segment(self, s) -> list:
+        if self.plan.is_block_segment(s):
+            return self.block_segment(s)
+        return super().segment(s)
+
     def source(self) -> str:
         plan, leaves = self.plan, self.leaves
         lines = [_HEADER, *self.helpers(), *vector_math(self.ops, self.dtype),
                  f"N_LEAVES = {len(plan.widths)}\nTILE = {self.tile}", *self.runtime_lines()]
         # m lanes, a run-time count: a trip count known at compile time makes LLVM
         # unroll the loop into scalar code before it would vectorise it
-        loop = lambda s: self.shared(s) + ["for l in range(m):"]   # noqa: E731
-        lines += self.functions("w, S, m", "        ", loop)
+        lines += self.functions("w, S, m", self.indent, self.prologue)
         self.exact = True
-        lines += self.functions("w, S, m", "        ", loop, self.trig_segments, "x")
+        lines += self.functions("w, S, m", self.indent, self.prologue, self.trig_segments, "x")
         self.exact = False
         lines += self.fills()
-        lines[1:1] = self.constant_lines()
+        if any(self.tape.instrs[i].op == "linear" for i in self.tape.ops()):
+            lines.append(linear_source(self.tile))
+        lines[1:1] = self.constant_lines() + self.block_constant_lines()
         # per point of the tile: its rows prefilled, the computed outputs stored from the
         # output rows (each row written left to right), the other constants and copies
         store = []
@@ -323,3 +417,63 @@ def run_serial(X, S, {leaves}n):
         tile(X, S, {leaves}w, b0)
 ''')
         return "\n".join(lines)
+
+
+def linear_source(tile) -> str:
+    """``_linear(W, w, x, o, g, h, m)``: ``linear[W, g, h]`` on a tile's ``m`` lanes, from
+    the block whose first row starts at ``w[x]`` into the one at ``w[o]``.
+
+    Four result rows at a time, four products per pass over the lanes: each argument row
+    is read once for four results (about twice as fast as one row at a time; a 64 x 64
+    product over 128 points ran 20 GFLOP/s of multiply-adds against 10, ad hoc).
+    """
+    return f'''
+
+@njit(**_opts)
+def _linear(W, w, x, o, g, h, m):
+    T = {tile}
+    mm, kk = W.shape
+    for grp in range(g):
+        for j in range(h):
+            xb = x + (grp * kk * h + j) * T
+            ob = o + (grp * mm * h + j) * T
+            r = 0
+            while r < mm:
+                rows = 4 if r + 4 <= mm else 1
+                for i in range(rows):
+                    for l in range(m):
+                        w[ob + (r + i) * h * T + l] = 0
+                c = 0
+                while c < kk:
+                    cols = 4 if c + 4 <= kk else 1
+                    x0 = xb + c * h * T
+                    if rows == 4 and cols == 4:
+                        _mm44(W, w, r, c, x0, ob + r * h * T, h * T, m)
+                    else:
+                        for i in range(rows):
+                            for cc in range(cols):
+                                v = W[r + i, c + cc]
+                                xr = x0 + cc * h * T
+                                orow = ob + (r + i) * h * T
+                                for l in range(m):
+                                    w[orow + l] += v * w[xr + l]
+                    c += cols
+                r += rows
+
+
+@njit(**_inline)
+def _mm44(W, w, r, c, x0, o, step, m):
+    w0, w1, w2, w3 = W[r, c], W[r, c + 1], W[r, c + 2], W[r, c + 3]
+    v0, v1, v2, v3 = W[r + 1, c], W[r + 1, c + 1], W[r + 1, c + 2], W[r + 1, c + 3]
+    u0, u1, u2, u3 = W[r + 2, c], W[r + 2, c + 1], W[r + 2, c + 2], W[r + 2, c + 3]
+    t0, t1, t2, t3 = W[r + 3, c], W[r + 3, c + 1], W[r + 3, c + 2], W[r + 3, c + 3]
+    for l in range(m):
+        y0 = w[x0 + l]
+        y1 = w[x0 + step + l]
+        y2 = w[x0 + 2 * step + l]
+        y3 = w[x0 + 3 * step + l]
+        w[o + l] += (w0 * y0 + w1 * y1) + (w2 * y2 + w3 * y3)
+        w[o + step + l] += (v0 * y0 + v1 * y1) + (v2 * y2 + v3 * y3)
+        w[o + 2 * step + l] += (u0 * y0 + u1 * y1) + (u2 * y2 + u3 * y3)
+        w[o + 3 * step + l] += (t0 * y0 + t1 * y1) + (t2 * y2 + t3 * y3)
+'''

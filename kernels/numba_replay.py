@@ -9,10 +9,18 @@ by liveness, so the working set stays in cache. Blocks are spread over cores wit
 The interpreter's body is printed from the ``py`` spellings of ``ops.OPS`` (one branch
 per op), written to the kernel cache as a real module and compiled once with
 ``cache=True``: no tape ever triggers a compilation.
+
+A block instruction (``batchdiff.blocks``) runs in ``run_block_op``: a block of n values
+takes n consecutive slots (rows of the buffer), an elementwise op on blocks is its
+op's loop over the rows (a scalar argument read from its one row), and ``linear`` a
+small matrix product, the constant matrix times the argument's rows, over the block of
+points. A tape with blocks runs on blocks of fewer points (``points_per_block``), so
+that a matrix product's rows stay in the core's cache.
 """
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,6 +30,10 @@ from . import cache, layout
 from .vector_math import FUNCTIONS, TRIG_OPS, vector_math
 
 BLOCK = 128
+# Bytes of the buffer rows a tape with blocks keeps per block of points: points per
+# block = BLOCK_BYTES / (8 x the widest linear's rows in and out), 16 to BLOCK, so that a
+# matrix product's argument and result stay in L1/L2 (``points_per_block``).
+BLOCK_BYTES = 32768
 # tanh, sin and cos by kernels/vector_math.py's float64 functions, not libm's (False: libm's,
 # as benchmarks/replay_math.py compares)
 OWN_MATH = True
@@ -30,6 +42,14 @@ PREFIX = "bdreplay"
 _FIRST = ("mul", "add", "sub", "neg", "div", "where")
 OPCODES = {name: k for k, name in enumerate(_FIRST + tuple(n for n in OPS if n not in _FIRST))}
 INPUT_X, INPUT_S, CONST = -1, -2, -3
+# block instructions: opcode BLOCK_BASE + OPCODES[op] for an elementwise op on blocks,
+# then the structural ops; a code row is (op, a, b, c, d, rows, sa, sb, sc, p): argument
+# and result slots, the rows of the result, each argument's row step (0: a scalar,
+# broadcast) and an offset into the parameters (``encode``)
+BLOCK_BASE = 1000
+PACK, COPY, SUM, BROADCAST, LINEAR, BLOCK_CONST = (BLOCK_BASE + len(OPCODES) + k
+                                                   for k in range(6))
+CODE_COLUMNS = 10
 
 
 def replay_source() -> str:
@@ -70,9 +90,10 @@ from numba.extending import intrinsic
 _opts = dict(cache=True, error_model="numpy", nogil=True)
 _inline = dict(_opts, inline="always")
 {math}
+{_block_source()}
 
 @njit(**_opts)
-def run_block(code, consts, X, S, buf, start, n):
+def run_block(code, consts, params, X, S, buf, start, n):
     for k in range(code.shape[0]):
         op = code[k, 0]
         a = code[k, 1]
@@ -80,6 +101,8 @@ def run_block(code, consts, X, S, buf, start, n):
         c = code[k, 3]
         d = code[k, 4]
 {body}
+        elif op >= {BLOCK_BASE}:
+            run_block_op(code, k, params, buf, n)
         elif op == {INPUT_X}:
             for p in range(n):
                 buf[d, p] = X[start + p, a]
@@ -113,24 +136,172 @@ def store(out_ptrs, out_widths, out_slots, buf, total, start, n, dtype):
 
 
 @njit(parallel=True, **_opts)
-def run_parallel(code, consts, X, S, out_ptrs, out_widths, out_slots, n_slots, block):
+def run_parallel(code, consts, params, X, S, out_ptrs, out_widths, out_slots, n_slots, block):
     n = X.shape[0]
     for blk in prange((n + block - 1) // block):
         buf = np.empty((n_slots, block), X.dtype)
         start = blk * block
         size = min(block, n - start)
-        run_block(code, consts, X, S, buf, start, size)
+        run_block(code, consts, params, X, S, buf, start, size)
         store(out_ptrs, out_widths, out_slots, buf, n, start, size, X.dtype)
 
 
 @njit(**_opts)
-def run_serial(code, consts, X, S, out_ptrs, out_widths, out_slots, n_slots, block):
+def run_serial(code, consts, params, X, S, out_ptrs, out_widths, out_slots, n_slots, block):
     n = X.shape[0]
     buf = np.empty((n_slots, block), X.dtype)
     for start in range(0, n, block):
         size = min(block, n - start)
-        run_block(code, consts, X, S, buf, start, size)
+        run_block(code, consts, params, X, S, buf, start, size)
         store(out_ptrs, out_widths, out_slots, buf, n, start, size, X.dtype)
+'''
+
+
+def _block_source() -> str:
+    """``run_block_op``: one block instruction (code row ``k``) over ``n`` points."""
+    branches = []
+    for name, code in OPCODES.items():
+        op = OPS[name]
+        args = [f"buf[{r} + i * s{r}, p]" for r in "abc"[:op.arity]]
+        expr = op.py.format(*args, T="buf.dtype.type")
+        branches.append(f"""    {"if" if not branches else "elif"} op == {BLOCK_BASE + code}:  # {name}
+        for i in range(rows):
+            for p in range(n):
+                buf[d + i, p] = {expr}""")
+    body = "\n".join(branches)
+    return f'''
+@njit(**_opts)
+def run_block_op(code, k, params, buf, n):
+    op = code[k, 0]
+    a = code[k, 1]
+    b = code[k, 2]
+    c = code[k, 3]
+    d = code[k, 4]
+    rows = code[k, 5]
+    sa = code[k, 6]
+    sb = code[k, 7]
+    sc = code[k, 8]
+    q = code[k, 9]
+{body}
+    elif op == {PACK}:          # the argument slots are params[q:q + rows]
+        for i in range(rows):
+            src = int(params[q + i])
+            for p in range(n):
+                buf[d + i, p] = buf[src, p]
+    elif op == {COPY}:          # index: a is the element's slot
+        for p in range(n):
+            buf[d, p] = buf[a, p]
+    elif op == {SUM}:           # in order, as the reference interpreter adds
+        for p in range(n):
+            buf[d, p] = buf[a, p]
+        for i in range(1, b):
+            for p in range(n):
+                buf[d, p] = buf[d, p] + buf[a + i, p]
+    elif op == {BROADCAST}:
+        for i in range(rows):
+            for p in range(n):
+                buf[d + i, p] = buf[a, p]
+    elif op == {BLOCK_CONST}:   # the values are params[q:q + rows]
+        for i in range(rows):
+            v = buf.dtype.type(params[q + i])
+            for p in range(n):
+                buf[d + i, p] = v
+    elif op == {LINEAR}:        # params[q:q + 4] = m, k, g, h; then W, m x k
+        linear(params, q, buf, a, d, n)
+
+
+@njit(**_opts)
+def linear(params, q, buf, a, d, n):
+    m = int(params[q])
+    kk = int(params[q + 1])
+    g = int(params[q + 2])
+    h = int(params[q + 3])
+    w = q + 4
+    for grp in range(g):
+        for j in range(h):
+            x = a + grp * kk * h + j
+            o = d + grp * m * h + j
+            r = 0
+            while r + 4 <= m:            # four result rows at a time: each argument row
+                rows4(params, w + r * kk, kk, buf, x, o + r * h, h, n)    # read once for four
+                r += 4
+            while r < m:
+                rows1(params, w + r * kk, kk, buf, x, o + r * h, h, n)
+                r += 1
+
+
+@njit(**_inline)
+def rows4(params, w, kk, buf, x, o, h, n):
+    T = buf.dtype.type
+    for i in range(4):
+        for p in range(n):
+            buf[o + i * h, p] = 0
+    c = 0
+    while c + 4 <= kk:
+        w0 = T(params[w + c])
+        w1 = T(params[w + c + 1])
+        w2 = T(params[w + c + 2])
+        w3 = T(params[w + c + 3])
+        v0 = T(params[w + kk + c])
+        v1 = T(params[w + kk + c + 1])
+        v2 = T(params[w + kk + c + 2])
+        v3 = T(params[w + kk + c + 3])
+        u0 = T(params[w + 2 * kk + c])
+        u1 = T(params[w + 2 * kk + c + 1])
+        u2 = T(params[w + 2 * kk + c + 2])
+        u3 = T(params[w + 2 * kk + c + 3])
+        t0 = T(params[w + 3 * kk + c])
+        t1 = T(params[w + 3 * kk + c + 1])
+        t2 = T(params[w + 3 * kk + c + 2])
+        t3 = T(params[w + 3 * kk + c + 3])
+        x0 = x + c * h
+        for p in range(n):
+            y0 = buf[x0, p]
+            y1 = buf[x0 + h, p]
+            y2 = buf[x0 + 2 * h, p]
+            y3 = buf[x0 + 3 * h, p]
+            buf[o, p] += (w0 * y0 + w1 * y1) + (w2 * y2 + w3 * y3)
+            buf[o + h, p] += (v0 * y0 + v1 * y1) + (v2 * y2 + v3 * y3)
+            buf[o + 2 * h, p] += (u0 * y0 + u1 * y1) + (u2 * y2 + u3 * y3)
+            buf[o + 3 * h, p] += (t0 * y0 + t1 * y1) + (t2 * y2 + t3 * y3)
+        c += 4
+    while c < kk:
+        w0 = T(params[w + c])
+        v0 = T(params[w + kk + c])
+        u0 = T(params[w + 2 * kk + c])
+        t0 = T(params[w + 3 * kk + c])
+        x0 = x + c * h
+        for p in range(n):
+            y0 = buf[x0, p]
+            buf[o, p] += w0 * y0
+            buf[o + h, p] += v0 * y0
+            buf[o + 2 * h, p] += u0 * y0
+            buf[o + 3 * h, p] += t0 * y0
+        c += 1
+
+
+@njit(**_inline)
+def rows1(params, w, kk, buf, x, o, h, n):
+    T = buf.dtype.type
+    for p in range(n):
+        buf[o, p] = 0
+    c = 0
+    while c + 4 <= kk:
+        w0 = T(params[w + c])
+        w1 = T(params[w + c + 1])
+        w2 = T(params[w + c + 2])
+        w3 = T(params[w + c + 3])
+        x0 = x + c * h
+        for p in range(n):
+            buf[o, p] += ((w0 * buf[x0, p] + w1 * buf[x0 + h, p])
+                          + (w2 * buf[x0 + 2 * h, p] + w3 * buf[x0 + 3 * h, p]))
+        c += 4
+    while c < kk:
+        w0 = T(params[w + c])
+        x0 = x + c * h
+        for p in range(n):
+            buf[o, p] += w0 * buf[x0, p]
+        c += 1
 '''
 
 
@@ -156,30 +327,87 @@ def compile_for(module, dtype):
     empty = np.zeros((0, 0), dtype)
     no_leaves = np.zeros(0, np.int64)
     for fn in (module.run_serial, module.run_parallel):
-        fn(np.zeros((0, 5), np.int64), np.zeros(0, dtype), empty, np.zeros(0, dtype),
-           no_leaves, no_leaves, no_leaves, 1, BLOCK)
+        fn(np.zeros((0, CODE_COLUMNS), np.int64), np.zeros(0, dtype), np.zeros(0),
+           empty, np.zeros(0, dtype), no_leaves, no_leaves, no_leaves, 1, BLOCK)
+
+
+class _Encoded(NamedTuple):
+    code: np.ndarray        # (instructions, CODE_COLUMNS) int64
+    consts: np.ndarray      # scalar constants, float64
+    params: np.ndarray      # block instructions' parameters, float64
+    out_slots: np.ndarray
+    n_slots: int
+    block: int              # points per block
 
 
 @functools.lru_cache(maxsize=256)
-def encode(tape, sources: tuple):
-    """``(code, consts, out_slots, n_slots)``: the tape as the interpreter's arrays."""
+def encode(tape, sources: tuple) -> _Encoded:
+    """The tape as the interpreter's arrays (``_Encoded``)."""
     slots, n_slots = layout.allocate_slots(tape)
-    code = np.zeros((len(tape.instrs), 5), dtype=np.int64)
-    consts = []
+    code = np.zeros((len(tape.instrs), CODE_COLUMNS), dtype=np.int64)
+    consts, params = [], []
     for i, ins in enumerate(tape.instrs):
         if ins.is_input:
             kind, idx = sources[ins.value]
             code[i, :2] = (INPUT_X if kind == "x" else INPUT_S, idx)
-        elif ins.is_const:
+        elif ins.is_const and not ins.size:
             code[i, :2] = (CONST, len(consts))
             consts.append(ins.value)
+        elif ins.is_block:
+            code[i] = _block_row(ins, [slots[a] for a in ins.args],
+                                 [tape.instrs[a].size for a in ins.args], params)
         else:
             code[i, 0] = OPCODES[ins.op]
             for r, a in enumerate(ins.args):
                 code[i, 1 + r] = slots[a]
         code[i, 4] = slots[i]
     out_slots = np.array([slots[o] for o in tape.outputs], dtype=np.int64)
-    return code, np.array(consts, dtype=np.float64), out_slots, max(n_slots, 1)
+    return _Encoded(code, np.array(consts, dtype=np.float64),
+                    np.array(params, dtype=np.float64), out_slots, max(n_slots, 1),
+                    points_per_block(tape))
+
+
+def _block_row(ins, arg_slots, arg_sizes, params) -> list:
+    """The code row of block instruction ``ins`` (its result slot is set by the caller);
+    its parameters are appended to ``params``."""
+    row = [0] * CODE_COLUMNS
+    row[5] = max(ins.size, 1)
+    row[9] = len(params)
+    if ins.is_const:
+        row[0] = BLOCK_CONST
+        params.extend(ins.value.array.ravel())
+    elif ins.op == "pack":
+        row[0] = PACK
+        params.extend(arg_slots)
+    elif ins.op == "index":
+        row[0], row[1] = COPY, arg_slots[0] + ins.value
+    elif ins.op == "sum":
+        row[0], row[1], row[2] = SUM, arg_slots[0], arg_sizes[0]
+    elif ins.op == "broadcast":
+        row[0], row[1] = BROADCAST, arg_slots[0]
+    elif ins.op == "linear":
+        W, g, h = ins.value
+        row[0], row[1] = LINEAR, arg_slots[0]
+        params.extend((W.shape[0], W.shape[1], g, h))
+        params.extend(W.array.ravel())
+    else:
+        row[0] = BLOCK_BASE + OPCODES[ins.op]
+        for r, (slot, size) in enumerate(zip(arg_slots, arg_sizes)):
+            row[1 + r], row[6 + r] = slot, 1 if size else 0
+    return row
+
+
+def points_per_block(tape) -> int:
+    """Points per block for ``tape``: ``BLOCK``, fewer for a tape whose matrix products
+    would not fit their rows in ``BLOCK_BYTES``, a multiple of 16."""
+    rows = 0
+    for ins in tape.instrs:
+        if ins.op == "linear":
+            W, g, h = ins.value
+            rows = max(rows, (W.shape[0] + W.shape[1]) * g * h)
+    if not rows:
+        return BLOCK
+    return int(min(BLOCK, max(16, BLOCK_BYTES // (8 * rows) // 16 * 16)))
 
 
 _loaded: set = set()
@@ -190,7 +418,8 @@ def is_loaded(dtype) -> bool:
     return np.dtype(dtype).name in _loaded
 
 
-def run(tape, sources, X, S, outs, parallel: bool, block: int = BLOCK, wait: bool = True):
+def run(tape, sources, X, S, outs, parallel: bool, block: int | None = None,
+        wait: bool = True):
     """Replay ``tape`` over the points of ``X`` into the leaves ``outs``.
 
     The leaves go to the interpreter as the addresses of their data: one compiled
@@ -199,7 +428,8 @@ def run(tape, sources, X, S, outs, parallel: bool, block: int = BLOCK, wait: boo
     could check it in the kernel. ``wait=False``: ``cache.NotReady`` rather than
     compile the interpreter.
     """
-    code, consts, out_slots, n_slots = encode(tape, tuple(sources))
+    code, consts, params, out_slots, n_slots, points = encode(tape, tuple(sources))
+    block = points if block is None else block
     dtype = X.dtype
     for o in outs:
         if not (o.flags.c_contiguous and o.flags.writeable and o.dtype == dtype
@@ -212,4 +442,4 @@ def run(tape, sources, X, S, outs, parallel: bool, block: int = BLOCK, wait: boo
     widths = np.array([o.shape[1] for o in outs], dtype=np.int64)
     module = interpreter(dtype, wait)
     (module.run_parallel if parallel else module.run_serial)(
-        code, consts.astype(dtype), X, S, pointers, widths, out_slots, n_slots, block)
+        code, consts.astype(dtype), params, X, S, pointers, widths, out_slots, n_slots, block)

@@ -55,7 +55,8 @@ def compared_constants(tape) -> list:
     for i in tape.ops():
         ins = tape.instrs[i]
         if ins.op in COMPARING_OPS:
-            found.update((a, None) for a in ins.args if tape.instrs[a].is_const)
+            found.update((a, None) for a in ins.args
+                         if tape.instrs[a].is_const and not tape.instrs[a].size)
     return list(found)
 
 
@@ -77,8 +78,12 @@ class Plan:
     """A tape planned for straight-line code in segments of at most ``segment`` statements.
 
     - ``segments``: the computed instructions, in order, cut into runs (``[[]]`` if none);
-      ``seg_of[i]`` is the segment of instruction ``i``;
-    - ``slot[i]``, ``n_slots``: the scratch slot of each value a later segment reads;
+      ``seg_of[i]`` is the segment of instruction ``i``; a block instruction that
+      loops over a block (``loops``: an op on blocks, ``sum``, ``broadcast``,
+      ``linear``) is a segment of its own (``is_block_segment``); ``index`` and ``pack``
+      read and write a block's scratch slots among scalar statements;
+    - ``slot[i]``, ``n_slots``: the scratch slot of each value a later segment reads (a
+      block of n values: n consecutive slots from ``slot[i]``);
     - ``positions[node]``: every ``(leaf, column)`` the node is written to, in output order;
     - ``stores[node]``: the positions written from the node itself: for a computed node
       the first in each leaf; ``dups[leaf]``: ``(column, column it copies)`` for the
@@ -89,8 +94,7 @@ class Plan:
     def __init__(self, tape, widths=None, segment=250):
         self.tape = tape
         self.widths = widths = leaf_widths(len(tape.outputs), widths)
-        ops = tape.ops()
-        self.segments = [ops[k:k + segment] for k in range(0, len(ops), segment)] or [[]]
+        self.segments = _segments(tape, segment)
         self.seg_of = {i: s for s, seg in enumerate(self.segments) for i in seg}
         self.positions: dict[int, list] = {}
         for o, position in zip(tape.outputs, leaf_columns(widths)):
@@ -119,27 +123,44 @@ class Plan:
         """A slot of the scratch array for each value read by a later segment.
 
         A segment reads its incoming values before it writes any, so a value produced in
-        segment s may take the slot of a value last read in segment s.
+        segment s may take the slot of a value last read in segment s; a block segment
+        writes its rows while it reads, so its result takes no slot freed at it. A block
+        of n values takes n consecutive slots, freed for a later block of n.
         """
+        instrs = self.tape.instrs
         last_seg = {}
         for i, s in self.seg_of.items():
-            for a in self.tape.instrs[i].args:
+            for a in instrs[i].args:
                 if a in self.seg_of:
                     last_seg[a] = max(last_seg.get(a, -1), s)
         freed: dict[int, list] = {}
         for a, s in last_seg.items():
             if s > self.seg_of[a]:
                 freed.setdefault(s, []).append(a)
-        slot, free, count = {}, [], 0
+        slot, free, count = {}, {}, 0
         for s, seg in enumerate(self.segments):
-            free.extend(sorted(slot[a] for a in freed.get(s, ())))
+            # a block is read element by element where a segment needs it (``index``):
+            # its slots are free only after the segment, as a block segment's arguments
+            early = [] if self.is_block_segment(s) else [
+                a for a in freed.get(s, ()) if not instrs[a].size]
+            late = [a for a in freed.get(s, ()) if a not in early]
+            for a in sorted(early, key=lambda a: slot[a]):
+                free.setdefault(1, []).append(slot[a])
             for i in seg:
                 if last_seg.get(i, -1) > s:
-                    if free:
-                        slot[i] = free.pop()
+                    width = max(instrs[i].size, 1)
+                    if free.get(width):
+                        slot[i] = free[width].pop()
                     else:
-                        slot[i], count = count, count + 1
+                        slot[i], count = count, count + width
+            for a in sorted(late, key=lambda a: slot[a]):
+                free.setdefault(max(instrs[a].size, 1), []).append(slot[a])
         return slot, count
+
+    def is_block_segment(self, s) -> bool:
+        """Whether segment ``s`` is one block instruction that loops over a block."""
+        seg = self.segments[s]
+        return len(seg) == 1 and loops(self.tape.instrs[seg[0]])
 
     @property
     def last(self) -> int:
@@ -161,8 +182,36 @@ class Plan:
         if s == self.last:
             read.update(self.output_inputs())
         inputs = sorted(a for a in read if instrs[a].is_input)
-        incoming = sorted(a for a in read if a in self.slot and self.seg_of[a] < s)
+        incoming = sorted(a for a in read if a in self.slot and self.seg_of[a] < s
+                          and not instrs[a].size)     # a block is read element by element
         return inputs, incoming
+
+
+def loops(ins) -> bool:
+    """Whether block instruction ``ins`` is printed as loops over a block (a segment of
+    its own): an elementwise op on blocks, ``sum``, ``broadcast`` or ``linear``; not
+    ``index`` and ``pack``, which read or write its slots one by one."""
+    return ins.is_op and ins.is_block and ins.op not in ("index", "pack")
+
+
+def _segments(tape, segment) -> list:
+    """The computed instructions in runs of at most ``segment``, each instruction that
+    loops over a block (``loops``) a run of its own."""
+    runs, run = [], []
+    for i in tape.ops():
+        if loops(tape.instrs[i]):
+            if run:
+                runs.append(run)
+            runs.append([i])
+            run = []
+            continue
+        run.append(i)
+        if len(run) == segment:
+            runs.append(run)
+            run = []
+    if run:
+        runs.append(run)
+    return runs or [[]]
 
 
 class Printer:
@@ -182,6 +231,7 @@ class Printer:
         # the constants an op compares (``compared_constants``), each named ``k{node}``
         # and hidden from the target's compiler: node -> its position among them
         self.compared = {a: k for k, a in enumerate(compared_constants(self.tape))}
+        self.spelled: dict = {}   # node -> how a block segment spells it (``name``)
 
     # -- the language table ------------------------------------------------------------
     def literal(self, value) -> str:
@@ -199,6 +249,11 @@ class Printer:
     def scratch(self, slot) -> str:
         return f"t[{slot}]"
 
+    def block_element(self, node, i) -> str:
+        """Element ``i`` of block ``node`` in its scratch slots (``i`` a number or a
+        loop variable's name)."""
+        return self.scratch(f"{self.plan.slot[node]} + {i}")
+
     def out(self, leaf, column) -> str:
         raise NotImplementedError
 
@@ -210,6 +265,8 @@ class Printer:
         """Node ``i`` in a statement: its local, or a literal for a constant (``k{i}`` for
         a compared one)."""
         ins = self.tape.instrs[i]
+        if i in self.spelled:
+            return self.spelled[i]
         if i in self.compared:
             return f"k{i}"
         if ins.is_const:
@@ -247,8 +304,16 @@ class Printer:
         lines = [self.define(self.name(a), self.load_input(a)) for a in inputs]
         lines += [self.define(f"v{a}", self.scratch(plan.slot[a])) for a in incoming]
         for i in plan.segments[s]:
-            lines += self.checks(instrs[i])
-            lines.append(self.define(f"v{i}", self.expression(instrs[i])))
+            ins = instrs[i]
+            if ins.op == "pack":        # into the block's scratch slots
+                lines += [self.assign(self.block_element(i, r), self.name(a))
+                          for r, a in enumerate(ins.args)]
+                continue
+            if ins.op == "index":
+                lines.append(self.define(f"v{i}", self.block_element(ins.args[0], ins.value)))
+            else:
+                lines += self.checks(ins)
+                lines.append(self.define(f"v{i}", self.expression(ins)))
             lines += self.stores(i)
             if i in plan.slot:
                 lines.append(self.assign(self.scratch(plan.slot[i]), f"v{i}"))
