@@ -287,9 +287,15 @@ class Graph:
         key = (id(var.graph), var.id)
         node = self._capture_index.get(key)
         if node is None:
-            node = self.input()
+            if var.size:          # a block: its elements come in, packed again here
+                outer = var.graph
+                node = self.add("pack", tuple(
+                    self._capture(Var(outer, outer.add("index", (var.id,), k)))
+                    for k in range(var.size)))
+            else:
+                node = self.input()
+                self.captured.append(var)
             self._capture_index[key] = node
-            self.captured.append(var)
         return node
 
     def apply(self, op: str, args, value=None) -> Var:

@@ -180,10 +180,11 @@ class _CudaPrinter(Printer):
 
     def block_segment(self, s) -> list:
         """The statements of block segment ``s``."""
-        (i,) = self.plan.segments[s]
-        ins, T, slot = self.tape.instrs[i], self.T, self.plan.slot
+        seg = self.plan.segments[s]
+        ins, T, slot = self.tape.instrs[seg[0]], self.T, self.plan.slot
         loop = "BATCHDIFF_ROLLED     // a loop, not unrolled"
         if ins.op == "linear":
+            (i,) = seg
             W, g, h = ins.value
             m, k = W.shape
             w, a, d = self.table(i, W.array), slot[ins.args[0]], slot[i]
@@ -196,6 +197,7 @@ class _CudaPrinter(Printer):
                     f"            acc += {w}[r * {k} + c] * t[x + c * {h}];",
                     f"        t[o + r * {h}] = acc;", "    }", "}"]
         if ins.op == "sum":
+            (i,) = seg
             (a,) = ins.args
             lines = [f"{T} v{i} = {self.element(a, 0)};", loop,
                      f"for (int i = 1; i < {self.tape.instrs[a].size}; ++i)",
@@ -205,14 +207,21 @@ class _CudaPrinter(Printer):
                 lines.append(self.assign(self.scratch(slot[i]), f"v{i}"))
             return lines
         if ins.op == "broadcast":
+            (i,) = seg
             return [loop, f"for (int i = 0; i < {ins.size}; ++i)",
                     f"    t[{slot[i]} + i] = {self.element(ins.args[0])};"]
-        self.spelled = {a: self.element(a) for a in ins.args}
+        # elementwise ops on blocks of one size, fused: one loop, their values in locals
+        args = sorted({a for i in seg for a in self.tape.instrs[i].args} - set(seg))
+        self.spelled = {a: self.element(a) for a in args}
+        body = []
         try:
-            value = self.expression(ins)
+            for i in seg:
+                body.append(self.define(f"v{i}", self.expression(self.tape.instrs[i])))
+                if i in slot:
+                    body.append(f"t[{slot[i]} + i] = v{i};")
         finally:
             self.spelled = {}
-        return [loop, f"for (int i = 0; i < {ins.size}; ++i)", f"    t[{slot[i]} + i] = {value};"]
+        return [loop, f"for (int i = 0; i < {ins.size}; ++i) {{", *("    " + x for x in body), "}"]
 
     def out(self, leaf, column):
         return f"out{leaf}[b * rs{leaf} + {column} * cs{leaf}]"

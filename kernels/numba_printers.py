@@ -24,6 +24,9 @@ BLOCK = 256            # points per parallel work item
 # ad-hoc harness, not committed: Lennard-Jones Hessian 6.6 ms at 32, 7.2 at 64; MLP input
 # Hessian 31.7 and 30.5).
 TILE_BYTES = 256
+# A block segment's weight, in statements, when segments are grouped into functions
+# (``TiledPrinter.groups``).
+BLOCK_SEGMENT_WEIGHT = 10
 
 
 def tile_points(dtype) -> int:
@@ -112,19 +115,25 @@ class NumbaPrinter(Printer):
         return branching_helpers([op for op in BRANCHING_OPS if op in self.tape.op_counts],
                                  self.dtype)
 
-    def functions(self, signature, indent, prologue=None, segments=None, suffix="") -> list:
-        """The segment functions ``segment{s}{suffix}(signature)`` (of every segment, or
-        of ``segments``): ``prologue(s)`` lines, then the statements under ``indent`` (a
-        string, or a function of the segment giving one)."""
+    def functions(self, signature, indent, prologue=None, segments=None, suffix="",
+                  groups=None) -> list:
+        """The segment functions ``segment{k}{suffix}(signature)``, one per group of
+        segments (``groups``: by default each segment alone), of every group or those
+        numbered in ``segments``: for each segment of the group ``prologue(s)`` lines,
+        then its statements under ``indent`` (a string, or a function of the segment)."""
+        groups = [[s] for s in range(len(self.plan.segments))] if groups is None else groups
         # a single segment is inlined into the point loop, as prefill and finish are:
         # a call per point passing every array: the Rosenbrock-10 Hessian's out= call ran
         # 1.49-1.91x the hand-written kernel's before, 1.26x after (benchmarks/compare.py)
-        opts = "_inline" if len(self.plan.segments) == 1 else "_opts"
+        opts = "_inline" if len(groups) == 1 else "_opts"
         spaces = indent if callable(indent) else (lambda s: indent)
-        return [f"\n@njit(**{opts})\ndef segment{s}{suffix}({signature}):\n"
-                + "".join(f"    {line}\n" for line in (prologue(s) if prologue else ()))
-                + "\n".join(spaces(s) + line for line in (self.segment(s) or ["pass"]))
-                for s in (range(len(self.plan.segments)) if segments is None else segments)]
+
+        def body(s):
+            return ("".join(f"    {line}\n" for line in (prologue(s) if prologue else ()))
+                    + "\n".join(spaces(s) + line for line in (self.segment(s) or ["pass"])))
+        return [f"\n@njit(**{opts})\ndef segment{k}{suffix}({signature}):\n"
+                + "\n".join(body(s) for s in groups[k])
+                for k in (range(len(groups)) if segments is None else segments)]
 
     def fills(self) -> list:
         """``prefill`` and ``finish``: the constant and mirrored outputs of a point's rows."""
@@ -269,20 +278,45 @@ class TiledPrinter(NumbaPrinter):
     # -- block segments: one block instruction, loops over its rows and the tile's lanes --
     def prologue(self, s) -> list:
         """What comes before a segment's statements: its invariants, and for a segment
-        of scalar statements the loop over the tile's lanes they run in."""
-        return self.shared(s) + ([] if self.plan.is_block_segment(s) else ["for l in range(m):"])
+        of scalar statements the loop over the tile's lanes they run in (for a block
+        segment, the work array's rows as a 2-D view ``b``: LLVM vectorises loops over
+        ``b[row, l]``, where with the flat ``w[row * TILE + l]`` and rows that vary with
+        the block's element it would need a run-time overlap check per pair of accesses,
+        and leaves the loop scalar)."""
+        if self.plan.is_block_segment(s):
+            return self.shared(s) + [f"b = w.reshape(-1, {self.tile})"]
+        return self.shared(s) + ["for l in range(m):"]
 
     def indent(self, s) -> str:
         return "    " if self.plan.is_block_segment(s) else "        "
 
-    def row(self, node, i="i") -> str:
-        """Element ``i`` of block ``node`` in the work array (its scratch rows)."""
-        base = self.cross_row + self.plan.slot[node]
-        if isinstance(i, int):
-            return f"w[{(base + i) * self.tile} + l]"
-        return f"w[({base} + {i}) * {self.tile} + l]"
+    def groups(self) -> list:
+        """The segments in groups, one function each: consecutive segments while their
+        statements (a block segment counts ``BLOCK_SEGMENT_WEIGHT``) stay within a
+        segment's ``TILED_SEGMENT``; a tape without blocks has a group per segment.
 
-    block_element = row
+        Numba's time per function is large beside the few loops of a block segment: the
+        64-wide MLP's input Hessian (89 instructions) compiled in 63 s as a function
+        per segment (``python benchmarks/block_compile_time.py``)."""
+        plan, groups, weight = self.plan, [], 0
+        limit = plan.segment_size
+        for s, seg in enumerate(plan.segments):
+            w = BLOCK_SEGMENT_WEIGHT if plan.is_block_segment(s) else len(seg)
+            if groups and weight + w <= limit:
+                groups[-1].append(s)
+                weight += w
+            else:
+                groups.append([s])
+                weight = w
+        return groups
+
+    def row(self, node, i="i") -> str:
+        """Element ``i`` of block ``node`` in a block segment (the 2-D view ``b``)."""
+        return f"b[{self.cross_row + self.plan.slot[node]} + {i}, l]"
+
+    def block_element(self, node, i) -> str:
+        """Element ``i`` (a number) of block ``node`` among scalar statements."""
+        return f"w[{(self.cross_row + self.plan.slot[node] + i) * self.tile} + l]"
 
     def element(self, node, i="i") -> str:
         """Element ``i`` of argument ``node`` of a block instruction, in the lane loop: a
@@ -294,7 +328,7 @@ class TiledPrinter(NumbaPrinter):
             return self.row(node, i)
         if ins.is_input or ins.is_const or node in self.compared:
             return self.name(node)
-        return f"w[{(self.cross_row + self.plan.slot[node]) * self.tile} + l]"
+        return f"b[{self.cross_row + self.plan.slot[node]}, l]"
 
     def block_constant(self, node) -> str:
         """The module global holding block constant ``node`` (``constant_lines``)."""
@@ -304,41 +338,47 @@ class TiledPrinter(NumbaPrinter):
 
     def block_segment(self, s) -> list:
         """The lines of block segment ``s`` (in its function, before ``indent``)."""
-        (i,) = self.plan.segments[s]
-        ins = self.tape.instrs[i]
+        seg = self.plan.segments[s]
+        ins = self.tape.instrs[seg[0]]
         T = self.tile
-        inputs = [f"    {self.define(self.name(a), self.load_input(a))}"
-                  for a in sorted(set(ins.args)) if self.tape.instrs[a].is_input
+        args = sorted({a for i in seg for a in self.tape.instrs[i].args} - set(seg))
+        inputs = [f"    {self.define(self.name(a), self.load_input(a))}" for a in args
+                  if self.tape.instrs[a].is_input
                   and self.sources[self.tape.instrs[a].value][0] == "x"]
         if ins.op == "linear":
+            (i,) = seg
             W, g, h = ins.value
             name = f"_W{i}"
             self.block_constants[name] = W.array
-            base = (self.cross_row + self.plan.slot[ins.args[0]]) * T
-            return [f"_linear({name}, w, {base}, {(self.cross_row + self.plan.slot[i]) * T}, "
-                    f"{g}, {h}, m)"]
+            return [f"_linear({name}, w, {self.cross_row + self.plan.slot[ins.args[0]]}, "
+                    f"{self.cross_row + self.plan.slot[i]}, {g}, {h}, {T})"]
         if ins.op == "sum":
+            (i,) = seg
             (a,) = ins.args
             n = self.tape.instrs[a].size
-            lines = ["for l in range(m):", f"    v{i} = {self.row(a, 0)}",
+            lines = [f"for l in range({T}):", f"    v{i} = {self.row(a, 0)}",
                      f"    for r in range(1, {n}):", f"        v{i} = v{i} + {self.row(a, 'r')}"]
             lines += ["    " + line for line in self.stores(i)]
             if i in self.plan.slot:
                 lines.append(f"    {self.assign(self.scratch(self.plan.slot[i]), f'v{i}')}")
             return lines
         if ins.op == "broadcast":
-            return [f"for i in range({ins.size}):", "    for l in range(m):", *(
-                "    " + x for x in inputs), f"        {self.row(i)} = {self.element(ins.args[0])}"]
-        # an elementwise op on blocks
-        self.spelled = {a: self.element(a) for a in ins.args}
+            (i,) = seg
+            return [f"for i in range({ins.size}):", f"    for l in range({T}):", *inputs,
+                    f"        {self.row(i)} = {self.element(ins.args[0])}"]
+        # elementwise ops on blocks of one size, fused: one loop, their values in locals
+        self.spelled = {a: self.element(a) for a in args}
+        body = []
         try:
-            checks = self.checks(ins)
-            value = self.expression(ins)
+            for i in seg:
+                body += self.checks(self.tape.instrs[i])
+                body.append(f"v{i} = {self.expression(self.tape.instrs[i])}")
+                if i in self.plan.slot:
+                    body.append(f"{self.row(i)} = v{i}")
         finally:
             self.spelled = {}
-        return [f"for i in range({ins.size}):", "    for l in range(m):",
-                *("    " + x for x in inputs), *(f"        {c}" for c in checks),
-                f"        {self.row(i)} = {value}"]
+        return [f"for i in range({ins.size}):", f"    for l in range({T}):",
+                *("    " + x for x in inputs), *(f"        {line}" for line in body)]
 
     def segment(self, s) -> list:
         if self.plan.is_block_segment(s):
@@ -351,9 +391,11 @@ class TiledPrinter(NumbaPrinter):
                  f"N_LEAVES = {len(plan.widths)}\nTILE = {self.tile}", *self.runtime_lines()]
         # m lanes, a run-time count: a trip count known at compile time makes LLVM
         # unroll the loop into scalar code before it would vectorise it
-        lines += self.functions("w, S, m", self.indent, self.prologue)
+        groups = self.groups()
+        trig = [k for k, group in enumerate(groups) if set(group) & set(self.trig_segments)]
+        lines += self.functions("w, S, m", self.indent, self.prologue, groups=groups)
         self.exact = True
-        lines += self.functions("w, S, m", self.indent, self.prologue, self.trig_segments, "x")
+        lines += self.functions("w, S, m", self.indent, self.prologue, trig, "x", groups)
         self.exact = False
         lines += self.fills()
         if any(self.tape.instrs[i].op == "linear" for i in self.tape.ops()):
@@ -373,14 +415,14 @@ class TiledPrinter(NumbaPrinter):
         store_lines = ([f"        q{j} = o{j}[b]" for j in rows]
                        + [f"        q{j}[{c}] = {value}" for j, c, value in sorted(store)])
         n_rows = self.flag_row + 1
-        calls = [f"    segment{s}(w, S, m)" for s in range(len(plan.segments))]
-        if self.trig_segments:      # a sin or cos argument beyond TRIG_MAX: redo with libm
+        calls = [f"    segment{k}(w, S, m)" for k in range(len(groups))]
+        if trig:                    # a sin or cos argument beyond TRIG_MAX: redo with libm
             flag = self.flag_row * self.tile
             calls += ["    redo = False", "    for l in range(m):",
                       f"        redo |= w[{flag} + l] != 0", "    if redo:",
                       "        for l in range(m):", f"            w[{flag} + l] = 0"]
-            calls += [f"        segment{s}{'x' if s in self.trig_segments else ''}(w, S, m)"
-                      for s in range(len(plan.segments))]
+            calls += [f"        segment{k}{'x' if k in trig else ''}(w, S, m)"
+                      for k in range(len(groups))]
         lines.append(f'''
 
 @njit(**_opts)
@@ -421,7 +463,7 @@ def run_serial(X, S, {leaves}n):
 
 def linear_source(tile) -> str:
     """``_linear(W, w, x, o, g, h, m)``: ``linear[W, g, h]`` on a tile's ``m`` lanes, from
-    the block whose first row starts at ``w[x]`` into the one at ``w[o]``.
+    the block whose first row is row ``x`` of the work array into the one at row ``o``.
 
     Four result rows at a time, four products per pass over the lanes: each argument row
     is read once for four results (about twice as fast as one row at a time; a 64 x 64
@@ -431,49 +473,48 @@ def linear_source(tile) -> str:
 
 @njit(**_opts)
 def _linear(W, w, x, o, g, h, m):
-    T = {tile}
+    b = w.reshape(-1, {tile})
     mm, kk = W.shape
     for grp in range(g):
         for j in range(h):
-            xb = x + (grp * kk * h + j) * T
-            ob = o + (grp * mm * h + j) * T
+            xb = x + grp * kk * h + j
+            ob = o + grp * mm * h + j
             r = 0
             while r < mm:
                 rows = 4 if r + 4 <= mm else 1
                 for i in range(rows):
                     for l in range(m):
-                        w[ob + (r + i) * h * T + l] = 0
+                        b[ob + (r + i) * h, l] = 0
                 c = 0
                 while c < kk:
                     cols = 4 if c + 4 <= kk else 1
-                    x0 = xb + c * h * T
                     if rows == 4 and cols == 4:
-                        _mm44(W, w, r, c, x0, ob + r * h * T, h * T, m)
+                        _mm44(W, b, r, c, xb + c * h, ob + r * h, h, m)
                     else:
                         for i in range(rows):
                             for cc in range(cols):
                                 v = W[r + i, c + cc]
-                                xr = x0 + cc * h * T
-                                orow = ob + (r + i) * h * T
+                                xr = xb + (c + cc) * h
+                                orow = ob + (r + i) * h
                                 for l in range(m):
-                                    w[orow + l] += v * w[xr + l]
+                                    b[orow, l] += v * b[xr, l]
                     c += cols
                 r += rows
 
 
 @njit(**_inline)
-def _mm44(W, w, r, c, x0, o, step, m):
+def _mm44(W, b, r, c, x0, o, h, m):
     w0, w1, w2, w3 = W[r, c], W[r, c + 1], W[r, c + 2], W[r, c + 3]
     v0, v1, v2, v3 = W[r + 1, c], W[r + 1, c + 1], W[r + 1, c + 2], W[r + 1, c + 3]
     u0, u1, u2, u3 = W[r + 2, c], W[r + 2, c + 1], W[r + 2, c + 2], W[r + 2, c + 3]
     t0, t1, t2, t3 = W[r + 3, c], W[r + 3, c + 1], W[r + 3, c + 2], W[r + 3, c + 3]
     for l in range(m):
-        y0 = w[x0 + l]
-        y1 = w[x0 + step + l]
-        y2 = w[x0 + 2 * step + l]
-        y3 = w[x0 + 3 * step + l]
-        w[o + l] += (w0 * y0 + w1 * y1) + (w2 * y2 + w3 * y3)
-        w[o + step + l] += (v0 * y0 + v1 * y1) + (v2 * y2 + v3 * y3)
-        w[o + 2 * step + l] += (u0 * y0 + u1 * y1) + (u2 * y2 + u3 * y3)
-        w[o + 3 * step + l] += (t0 * y0 + t1 * y1) + (t2 * y2 + t3 * y3)
+        y0 = b[x0, l]
+        y1 = b[x0 + h, l]
+        y2 = b[x0 + 2 * h, l]
+        y3 = b[x0 + 3 * h, l]
+        b[o, l] += (w0 * y0 + w1 * y1) + (w2 * y2 + w3 * y3)
+        b[o + h, l] += (v0 * y0 + v1 * y1) + (v2 * y2 + v3 * y3)
+        b[o + 2 * h, l] += (u0 * y0 + u1 * y1) + (u2 * y2 + u3 * y3)
+        b[o + 3 * h, l] += (t0 * y0 + t1 * y1) + (t2 * y2 + t3 * y3)
 '''

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from batchdiff.blocks import BLOCK_OPS
 from batchdiff.ops import COMPARISONS
 
 from .printing import expression
@@ -80,8 +81,10 @@ class Plan:
     - ``segments``: the computed instructions, in order, cut into runs (``[[]]`` if none);
       ``seg_of[i]`` is the segment of instruction ``i``; a block instruction that
       loops over a block (``loops``: an op on blocks, ``sum``, ``broadcast``,
-      ``linear``) is a segment of its own (``is_block_segment``); ``index`` and ``pack``
-      read and write a block's scratch slots among scalar statements;
+      ``linear``) is in a block segment (``is_block_segment``): ``sum``, ``broadcast``
+      and ``linear`` alone, consecutive elementwise ops on blocks of one size together,
+      one loop over the block whose values stay in locals (``fused``); ``index`` and
+      ``pack`` read and write a block's scratch slots among scalar statements;
     - ``slot[i]``, ``n_slots``: the scratch slot of each value a later segment reads (a
       block of n values: n consecutive slots from ``slot[i]``);
     - ``positions[node]``: every ``(leaf, column)`` the node is written to, in output order;
@@ -94,6 +97,7 @@ class Plan:
     def __init__(self, tape, widths=None, segment=250):
         self.tape = tape
         self.widths = widths = leaf_widths(len(tape.outputs), widths)
+        self.segment_size = segment
         self.segments = _segments(tape, segment)
         self.seg_of = {i: s for s, seg in enumerate(self.segments) for i in seg}
         self.positions: dict[int, list] = {}
@@ -158,9 +162,9 @@ class Plan:
         return slot, count
 
     def is_block_segment(self, s) -> bool:
-        """Whether segment ``s`` is one block instruction that loops over a block."""
+        """Whether segment ``s`` loops over a block (``loops``)."""
         seg = self.segments[s]
-        return len(seg) == 1 and loops(self.tape.instrs[seg[0]])
+        return bool(seg) and loops(self.tape.instrs[seg[0]])
 
     @property
     def last(self) -> int:
@@ -194,21 +198,26 @@ def loops(ins) -> bool:
     return ins.is_op and ins.is_block and ins.op not in ("index", "pack")
 
 
+def fused(ins) -> bool:
+    """Whether ``ins`` is an elementwise op on blocks: consecutive ones of one size share
+    a block segment, one loop over the block."""
+    return loops(ins) and ins.op not in BLOCK_OPS
+
+
 def _segments(tape, segment) -> list:
-    """The computed instructions in runs of at most ``segment``, each instruction that
-    loops over a block (``loops``) a run of its own."""
-    runs, run = [], []
+    """The computed instructions in runs of at most ``segment``: scalar statements, or a
+    block instruction that loops over a block (``loops``), with the elementwise ops on
+    blocks of its size that follow it (``fused``)."""
+    runs, run, kind = [], [], None       # kind: None (scalars), or the fused block size
+    instrs = tape.instrs
     for i in tape.ops():
-        if loops(tape.instrs[i]):
-            if run:
-                runs.append(run)
-            runs.append([i])
-            run = []
-            continue
-        run.append(i)
-        if len(run) == segment:
+        ins = instrs[i]
+        joins = (ins.size if fused(ins) else "alone") if loops(ins) else None
+        if run and (joins != kind or joins == "alone" or len(run) == segment):
             runs.append(run)
             run = []
+        run.append(i)
+        kind = joins
     if run:
         runs.append(run)
     return runs or [[]]
