@@ -187,7 +187,7 @@ class Transformed(BatchedTransform):
 
         >>> import numpy as np, batchdiff as bd
         >>> src = bd.grad(lambda v: v[0] * v[1]).source(np.ones((1, 2)))
-        >>> "def run_parallel" in src
+        >>> "def run_serial" in src
         True
         """
         prim, extra = self._split(_shapes_of(args))

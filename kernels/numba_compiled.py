@@ -12,8 +12,20 @@ triangles of a Hessian from one local).
 
 The source depends on the tape, the dtype and which inputs are shared, never on the
 batch size, so a new batch size reuses the compiled kernel.
+
+A kernel has one entry point, ``run_serial``; a parallel call runs it on a share of the
+points in each of ``numba.get_num_threads()`` threads (it releases the GIL). A Numba
+``prange`` entry point compiled every function of the kernel a second time, inside the
+parallel region: it doubled the compile (the 64-wide tanh MLP's input Hessian: 10 of
+35 s; ``python benchmarks/block_compile_time.py``) and ran no faster (Rosenbrock-10
+Hessian, 2-link arm Jacobian, Lennard-Jones gradient at 10^3 to 10^5 points: within 15 %
+either way, ad hoc).
 """
 from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -145,20 +157,62 @@ def module_name(tape, dtype, sources, widths) -> str:
 
 
 def compile_for(module, dtype):
-    """Compile (or load) the kernel's entry points for ``dtype``: an empty run of each."""
+    """Compile (or load) the kernel's entry point for ``dtype``: an empty run."""
     empty = np.zeros((0, 0), dtype)
-    leaves = [empty] * module.N_LEAVES
-    for fn in (module.run_serial, module.run_parallel):
-        fn(empty, np.zeros(0, dtype), *leaves, 0)
+    module.run_serial(empty, np.zeros(0, dtype), *[empty] * module.N_LEAVES, 0)
 
 
 def run(module, X, S, outs, parallel: bool):
     """Run a kernel module over the points of ``X`` into the leaves ``outs``.
 
     ``S``: the shared inputs; the module's run-time constants (the constants its ops
-    compare, ``plan.COMPARING_OPS``) are appended to them here."""
+    compare, ``plan.COMPARING_OPS``) are appended to them here. ``parallel``: the points
+    are shared among threads (``numba.get_num_threads()``) in runs of ``BLOCK``."""
     if S.shape[0] != module.N_SHARED:
         raise ValueError(f"the kernel takes {module.N_SHARED} shared inputs, not {S.shape[0]}")
     if module.CONSTANTS.size:
         S = np.concatenate((S, module.CONSTANTS.astype(S.dtype, copy=False)))
-    (module.run_parallel if parallel else module.run_serial)(X, S, *outs, X.shape[0])
+    n = X.shape[0]
+    bounds = _shares(n) if parallel else [0, n]
+    if len(bounds) == 2:
+        module.run_serial(X, S, *outs, n)
+        return
+    pool = _pool(len(bounds) - 1)
+    rest = [pool.submit(module.run_serial, X[lo:hi], S, *[o[lo:hi] for o in outs], hi - lo)
+            for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    lo, hi = bounds[0], bounds[1]
+    module.run_serial(X[lo:hi], S, *[o[lo:hi] for o in outs], hi - lo)
+    for future in rest:
+        future.result()
+
+
+def _shares(n) -> list:
+    """Bounds of each thread's points: ``numba.get_num_threads()`` runs of whole ``BLOCK``s."""
+    import numba
+    threads = max(1, min(numba.get_num_threads(), -(-n // BLOCK)))
+    per = -(-n // threads // BLOCK) * BLOCK
+    return [min(n, k * per) for k in range(threads)] + [n]
+
+
+_pool_state = {"pool": None, "size": 0}
+_pool_lock = threading.Lock()
+
+
+def _pool(threads) -> ThreadPoolExecutor:
+    """The threads that run the shares of parallel calls besides the calling one."""
+    with _pool_lock:
+        if _pool_state["size"] < threads - 1:
+            old = _pool_state["pool"]
+            _pool_state["pool"] = ThreadPoolExecutor(threads - 1, "batchdiff-kernel")
+            _pool_state["size"] = threads - 1
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool_state["pool"]
+
+
+def _after_fork():
+    # a child has none of the parent's threads: it starts a pool of its own when needed
+    _pool_state.update(pool=None, size=0)
+
+
+os.register_at_fork(after_in_child=_after_fork)

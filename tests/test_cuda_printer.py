@@ -316,7 +316,7 @@ def test_source_defaults_to_the_transforms_back_end():
     f = lambda v: v[0] * v[1]
     X = np.ones((2, 2))
     assert bd.grad(f, backend="cupy").source(X) == bd.grad(f).source(X, backend="cupy")
-    assert "def run_parallel" in bd.grad(f).source(X)
+    assert "def run_serial" in bd.grad(f).source(X)
     with pytest.raises(bd.BackendUnavailableError, match="generates none"):
         bd.grad(f, backend="numpy").source(X)
 

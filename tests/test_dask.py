@@ -320,7 +320,7 @@ def _kernel_cache_stats():
     stats = {}
     for name, module in list(sys.modules.items()):
         if name.startswith(numba_compiled.PREFIX + "_"):
-            fns = [module.run_serial, module.run_parallel]
+            fns = [module.run_serial]
             stats[name] = tuple(sum(sum(getattr(fn.stats, counter).values()) for fn in fns)
                                 for counter in ("cache_hits", "cache_misses"))
     return stats
