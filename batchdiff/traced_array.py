@@ -45,12 +45,14 @@ def _objects(x):
     return arr.astype(np.float64).astype(object)
 
 
-def _unwrap(x):
-    """Arguments as NumPy sees them: TracedArrays become their object arrays."""
+def _unwrap(x, inside=False):
+    """Arguments as NumPy sees them: TracedArrays become their object arrays (a 0-d one
+    in a list or tuple its element, as a NumPy scalar would be: NumPy would keep the
+    0-d array itself as an element of the array it builds)."""
     if isinstance(x, TracedArray):
-        return x._v
+        return x._v[()] if inside and x.ndim == 0 else x._v
     if isinstance(x, (list, tuple)):
-        items = [_unwrap(e) for e in x]
+        items = [_unwrap(e, True) for e in x]
         return type(x)(items) if isinstance(x, list) else tuple(items)
     return x
 
