@@ -116,6 +116,24 @@ class Tape:
         return ins.value if ins.is_const and not ins.size else None
 
     @functools.cached_property
+    def work(self) -> tuple:
+        """``(element_ops, multiply_adds)`` per point: each scalar op counts one element
+        op, an op on a block of n values n, ``sum`` and ``pack`` their n; a ``linear``
+        counts its multiply-adds (``g * h * m * k``), whose cost per operation differs."""
+        elements = products = 0
+        for ins in self.instrs:
+            if not ins.is_op:
+                continue
+            if ins.op == "linear":
+                W, g, h = ins.value
+                products += g * h * W.size
+            elif ins.op in ("sum", "index"):
+                elements += max(self.instrs[ins.args[0]].size, 1) if ins.op == "sum" else 1
+            else:
+                elements += max(ins.size, 1)
+        return elements, products
+
+    @functools.cached_property
     def has_blocks(self) -> bool:
         """Whether any instruction is a block op or an op on blocks."""
         return any(ins.is_block for ins in self.instrs)

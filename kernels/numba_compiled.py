@@ -65,6 +65,10 @@ TILED_COMPILE_FACTOR = 2.7
 # removed by patching numba_printers.TiledPrinter (no committed script measures it)
 INLINED_OPS = 28
 TRIG_REDO_FACTOR = 1.35
+# A kernel with blocks: the tanh MLP 3-64-64-64-1's gradient (25 instructions) compiled in
+# 9 s, its input Hessian (89) in 24 s (benchmarks/results/block_sweep.md)
+BLOCK_COMPILE_SECONDS = 4.0
+BLOCK_COMPILE_SECONDS_PER_OP = 0.22
 def print_kernel(tape, dtype, sources, widths=None, segment=None, tiled=None) -> str:
     """Python/Numba source of the kernel computing ``tape`` for ``dtype`` and input layout.
 
@@ -104,7 +108,10 @@ def compile_seconds(tape, widths=None) -> float:
     """About how long compiling the tape's kernel takes on this machine (2-core VM,
     ``benchmarks/results/numba_compile.md``: 3.9-4.5 ms per instruction, 2.3-3x that tiled;
     a tiled kernel's tanh, sin or cos, inlined, compiles like ``INLINED_OPS`` instructions,
-    and sin and cos add the segments that redo a tile with libm)."""
+    and sin and cos add the segments that redo a tile with libm; a tape with blocks,
+    ``BLOCK_COMPILE_SECONDS`` and ``BLOCK_COMPILE_SECONDS_PER_OP``)."""
+    if tape.has_blocks:
+        return BLOCK_COMPILE_SECONDS + BLOCK_COMPILE_SECONDS_PER_OP * tape.num_ops
     if not is_tiled(tape, widths):
         return COMPILE_SECONDS_PER_OP * tape.num_ops
     counts = tape.op_counts

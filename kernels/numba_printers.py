@@ -348,7 +348,7 @@ class TiledPrinter(NumbaPrinter):
             (i,) = seg
             (a,) = ins.args
             n = self.tape.instrs[a].size
-            lines = [f"for l in range({T}):", f"    v{i} = {self.row(a, 0)}",
+            lines = ["for l in range(m):", f"    v{i} = {self.row(a, 0)}",
                      f"    for r in range(1, {n}):", f"        v{i} = v{i} + {self.row(a, 'r')}"]
             lines += ["    " + line for line in self.stores(i)]
             if i in self.plan.slot:
@@ -356,7 +356,7 @@ class TiledPrinter(NumbaPrinter):
             return lines
         if ins.op == "broadcast":
             (i,) = seg
-            return [f"for i in range({ins.size}):", f"    for l in range({T}):", *inputs,
+            return [f"for i in range({ins.size}):", "    for l in range(m):", *inputs,
                     f"        {self.row(i)} = {self.element(ins.args[0])}"]
         # elementwise ops on blocks of one size, fused: one loop, their values in locals
         self.spelled = {a: self.element(a) for a in args}
@@ -369,7 +369,7 @@ class TiledPrinter(NumbaPrinter):
                     body.append(f"{self.row(i)} = v{i}")
         finally:
             self.spelled = {}
-        return [f"for i in range({ins.size}):", f"    for l in range({T}):",
+        return [f"for i in range({ins.size}):", "    for l in range(m):",
                 *("    " + x for x in inputs), *(f"        {line}" for line in body)]
 
     def segment(self, s) -> list:

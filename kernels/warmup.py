@@ -41,6 +41,10 @@ LOAD_SECONDS = 0.25
 # (python benchmarks/numpy_interpreter.py).
 NUMPY_SECONDS_PER_OP = 1e-9
 NUMPY_SECONDS_PER_OUTPUT = 7e-9
+# A block's multiply-add in a matrix product (BLAS): the 64-wide tanh MLP's input Hessian
+# (74,000 multiply-adds and 4,700 element ops a point) took 8.6 us a point
+# (benchmarks/results/block_sweep.md).
+NUMPY_SECONDS_PER_PRODUCT = 5e-11
 
 _processes = bounded.LRU(bounded.MAX_TAPES)  # (name, dtype) -> latest compiler started
 _failures = bounded.LRU(bounded.MAX_TAPES)   # (name, dtype) -> compilers that failed
@@ -84,7 +88,8 @@ def wait():
 
 def numpy_seconds(tape, batch_size) -> float:
     """The NumPy interpreter's expected time for ``tape`` on ``batch_size`` points."""
-    return batch_size * (NUMPY_SECONDS_PER_OP * tape.num_ops
+    elements, products = tape.work
+    return batch_size * (NUMPY_SECONDS_PER_OP * elements + NUMPY_SECONDS_PER_PRODUCT * products
                          + NUMPY_SECONDS_PER_OUTPUT * len(tape.outputs))
 
 
