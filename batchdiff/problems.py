@@ -85,3 +85,29 @@ def mlp(x, xp=np):
     h1 = xp.tanh(layer(MLP_W1, MLP_B1, x))
     h2 = xp.tanh(layer(MLP_W2, MLP_B2, h1))
     return xp.sum(xp.asarray(MLP_W3, dtype=x.dtype) * h2) + MLP_B3
+
+
+def tanh_mlp(width, layers=3, inputs=3, xp=np):
+    """A tanh MLP ``inputs-width-...-width-1`` (``layers`` hidden layers) of fixed weights,
+    scaled by 2 / sqrt(fan-in): the network of a PINN at the size users run, with a
+    dense ``width x width`` product per layer (``batchdiff.blocks``).
+
+    >>> import numpy as np, batchdiff as bd
+    >>> f = tanh_mlp(64)
+    >>> X = np.random.default_rng(0).uniform(-1.0, 1.0, (2, 3))
+    >>> H = bd.hessian(f)(X)
+    >>> bool(np.allclose(H, H.transpose(0, 2, 1))), bd.hessian(f).tape(X).num_ops < 100
+    (True, True)
+    """
+    sizes = [inputs] + [width] * layers
+    weights = [(_fixed((sizes[k + 1], sizes[k]), 1000 * k, 2.0 / np.sqrt(sizes[k])),
+                _fixed((sizes[k + 1],), 1000 * k + 500, 0.1)) for k in range(layers)]
+    last = _fixed((width,), 999_000, 1.0 / np.sqrt(width))
+
+    def f(x):
+        h = x
+        for W, b in weights:
+            h = xp.tanh(xp.asarray(W, dtype=x.dtype) @ h + xp.asarray(b, dtype=x.dtype))
+        return xp.sum(xp.asarray(last, dtype=x.dtype) * h)
+    f.__name__ = f"tanh_mlp_{inputs}_{'_'.join([str(width)] * layers)}_1"
+    return f

@@ -13,6 +13,7 @@ import batchdiff as bd
 from batchdiff import block_trace
 from batchdiff.blocks import BLOCK_OPS, expand
 from batchdiff.interpreter import evaluate
+from corpus import block_everything as everything
 
 RNG = np.random.default_rng(2024)
 W1 = RNG.normal(size=(16, 8)) / np.sqrt(8)
@@ -234,18 +235,6 @@ def test_replay_matches_reference(name, dtype):
         got = make(f, backend="numba", method="replay")(X)
         assert got.dtype == dtype
         np.testing.assert_allclose(got, ref, **tol)
-
-
-def everything(x):
-    """Every block op and kind of block segment in one function (compiled kernels cost
-    seconds each): linear of every layout, sum over all and over one axis, broadcast, a
-    block constant, fused elementwise chains with tanh, sin, a comparison and where."""
-    h = np.tanh(W1 @ x + B1)
-    m = (x[:4].reshape(2, 2) @ np.eye(2)[:, :1]).ravel()
-    G = (h.reshape(4, 4) @ M[:4, :3])                      # (4, 3): groups
-    s = np.sum(np.sin(G), axis=1) + 0.5 * np.sum(G * G, axis=0)[1]
-    r = np.where(h > 0.0, h, 0.2 * h) * np.arange(16.0) + x[0]
-    return np.sum(np.maximum(W2 @ r, -0.3)) + np.dot(s, s) + np.mean(h) * m[0]
 
 
 @pytest.mark.parametrize("method", ["replay", "compiled"])

@@ -29,7 +29,7 @@ from batchdiff.graph import Instr, Tape
 from batchdiff.interpreter import evaluate
 from batchdiff.kernels import cupy_exec, layout
 from batchdiff.kernels.cuda_printer import print_cuda
-from corpus import CASES, calls
+from corpus import CASES, block_everything, calls
 from test_cuda_printer import ALL_OPS_SOURCES, all_ops_tape
 
 BATCH = 37
@@ -159,6 +159,11 @@ def _kernels(dtype):
         kernels.append(Kernel(f"sqrt_log.{kind}.bad_points", tape, [BAD[:, :2].astype(dtype)],
                               len(BAD), dtype))
     assert kernels[-4].sources == ALL_OPS_SOURCES
+    points = np.random.default_rng(12).uniform(-1.0, 1.0, (BATCH, 8)).astype(dtype)
+    for kind in ("value_and_grad", "hessian"):     # block instructions: loops, tables
+        tape = getattr(bd, kind)(block_everything, backend="numpy").tape(points)
+        assert tape.has_blocks
+        kernels.append(Kernel(f"blocks.{kind}", tape, [points], BATCH, dtype))
     return kernels
 
 
@@ -293,6 +298,11 @@ def test_host_build_matches_reference(libraries, case, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
 def test_every_op_matches_reference(libraries, dtype):
     _check(libraries, dtype, "all_ops")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+def test_block_instructions_match_reference(libraries, dtype):
+    _check(libraries, dtype, "blocks.")
 
 
 def test_split_hessians_write_one_node_to_several_leaves(builds):

@@ -3,8 +3,9 @@
 ``python -m batchdiff.fuzz --graphs N --seed S [--start I]`` checks graphs ``I .. I+N-1``;
 graph ``i`` is drawn from seed ``S + i`` alone, so any range can be re-run or resumed.
 Each graph is a random DAG over three variables (every op of ``ops.OPS``, shared
-sub-expressions, ``np.where``, ``bd.stop_gradient``, one to three outputs) written as
-NumPy source, the function a user would write (``graphs``). At two points per graph:
+sub-expressions, ``np.where``, ``bd.stop_gradient``, products with constant 64 x 3
+matrices and ops on the blocks they make, one to three outputs) written as NumPy
+source, the function a user would write (``graphs``). At two points per graph:
 
 - the oracle (``oracle``): mpmath at 60 digits, central differences of the graph's
   values, first and second derivatives;
@@ -19,14 +20,15 @@ NumPy source, the function a user would write (``graphs``). At two points per gr
 >>> tally = fuzz.check_range(0, 20, executors=("numpy",), dtypes=("float64",))
 >>> tally.failures, tally.errors, tally.graphs["numpy"]
 ([], [], 20)
->>> print(fuzz.random_graph(74).source())          # graph 74 of seed 0
+>>> print(fuzz.random_graph(53).source())          # graph 53 of seed 0: a block rule
 def f(x):
-    v2 = x[2]
-    v3 = np.sin(v2)
-    v4 = np.float64(0.5)
-    v5 = np.arctan2(v2, v4)
-    v6 = np.where(v3 > 0, np.sqrt(np.where(v3 > 0, v3, 1.0)), 0.0)
-    return np.stack([v6, v5])
+    v1 = x[1]
+    v9 = np.abs(v1)
+    v10 = np.float64(-2.0)
+    v11 = np.cosh(v10)
+    v14 = np.cos(v11)
+    v15 = np.sum(np.sin(np.stack([v14, v1, v14 * v1]) @ BLOCK_W.T) ** 2)
+    return np.stack([v15, v9])
 <BLANKLINE>
 """
 from .check import (DTYPES, EXECUTORS, Failure, Tally, check_batch, check_range, rerun,

@@ -304,7 +304,8 @@ def reproducer(failure: Failure) -> str:
     lines = [f"# batchdiff.fuzz graph seed {g.seed}, point {failure.point}"
              f"{' (at a kink)' if failure.at_kink else ''}: {failure.part} on "
              f"{failure.executor}, {failure.dtype}",
-             "import numpy as np", "import batchdiff as bd", "", g.source(),
+             "import numpy as np", "import batchdiff as bd",
+             "from batchdiff.fuzz.graphs import BLOCK_U, BLOCK_V, BLOCK_W", "", g.source(),
              f"X = np.array([{list(x)}], dtype=np.{failure.dtype})"]
     if failure.part in ("jvp", "hvp"):
         lines.append(f"V = np.array([{list(g.tangents[failure.point])}], "

@@ -42,6 +42,25 @@ def _where(test):
     return lambda p, a, b, c, d: c if test(a, b) else d
 
 
+# Constant matrices for the block rules: products with them are block instructions
+# (``batchdiff.blocks``: at least ``block_trace.LINEAR_MIN`` entries). Entries are
+# sixteenths, exact in float32 as in float64 and mpmath.
+BLOCK_ROWS = 64
+BLOCK_W = (((np.arange(BLOCK_ROWS)[:, None] * 5 + np.arange(3)[None, :] * 11) % 17) - 8) / 16.0
+BLOCK_U = (((np.arange(BLOCK_ROWS)[:, None] * 7 + np.arange(3)[None, :] * 3) % 13) - 6) / 16.0
+BLOCK_V = ((np.arange(BLOCK_ROWS) * 3 % 11) - 5) / 16.0
+BLOCK_NAMES = {"BLOCK_W": BLOCK_W, "BLOCK_U": BLOCK_U, "BLOCK_V": BLOCK_V}
+
+
+def _rows(W, a, b, c):
+    """``W @ (a, b, c)`` in mpmath, row by row."""
+    return [W[r, 0] * a + W[r, 1] * b + W[r, 2] * c for r in range(W.shape[0])]
+
+
+def _relu_kink(p, a, b, c):
+    return min(abs(z) for z in _rows(BLOCK_W, a, b, c))
+
+
 def _diff(p, a, b, *rest):
     return abs(a - b)
 
@@ -109,6 +128,23 @@ RULES = {
     "dot": Rule(4, "np.dot(np.stack([{0}, {1}]), np.stack([{2}, {3}]))",
                 lambda p, a, b, c, d: a * c + b * d, weight=0.3),
     "stop": Rule(1, "bd.stop_gradient({0})", lambda p, a: a, weight=0.7),
+    # blocks: a product with a constant 64 x 3 matrix, then ops on the whole block
+    "block_tanh": Rule(3, "np.sum(np.tanh({p} * (BLOCK_W @ np.stack([{0}, {1}, {2}]))) * BLOCK_V)",
+                       lambda p, a, b, c: sum(mp.tanh(p * z) * v for z, v in zip(
+                           _rows(BLOCK_W, a, b, c), BLOCK_V)), (0.25, 0.5), weight=0.4),
+    "block_relu": Rule(3, "np.mean(np.maximum(BLOCK_W @ np.stack([{0}, {1}, {2}]), 0.0) ** 2)",
+                       lambda p, a, b, c: sum(max(z, 0) ** 2 for z in _rows(BLOCK_W, a, b, c))
+                       / BLOCK_ROWS, kink=_relu_kink, weight=0.3),
+    "block_index": Rule(3, "(BLOCK_U @ np.stack([{0}, {1}, {2}]))[{p}] * {0}",
+                        lambda p, a, b, c: _rows(BLOCK_U, a, b, c)[p] * a, (0, 17, 63),
+                        weight=0.3),
+    "block_right": Rule(2, "np.sum(np.sin(np.stack([{0}, {1}, {0} * {1}]) @ BLOCK_W.T) ** 2)",
+                        lambda p, a, b: sum(mp.sin(z) ** 2 for z in _rows(BLOCK_W, a, b, a * b)),
+                        weight=0.3),
+    "block_dot": Rule(3, "np.dot(BLOCK_W @ np.stack([{0}, {1}, {2}]), "
+                         "np.exp(-np.square(BLOCK_U @ np.stack([{2}, {1}, {0}]))))",
+                      lambda p, a, b, c: sum(z * mp.exp(-y * y) for z, y in zip(
+                          _rows(BLOCK_W, a, b, c), _rows(BLOCK_U, c, b, a))), weight=0.3),
 }
 _NAMES = tuple(RULES)
 _WEIGHTS = np.array([RULES[n].weight for n in _NAMES]) / sum(r.weight for r in RULES.values())
@@ -155,7 +191,7 @@ class RandomGraph:
         return "\n".join(lines) + "\n"
 
     def function(self) -> Callable:
-        space = {"np": np, "bd": batchdiff}
+        space = {"np": np, "bd": batchdiff, **BLOCK_NAMES}
         exec(self.source(), space)
         return space["f"]
 
