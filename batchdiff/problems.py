@@ -99,10 +99,7 @@ def tanh_mlp(width, layers=3, inputs=3, xp=np):
     >>> bool(np.allclose(H, H.transpose(0, 2, 1))), bd.hessian(f).tape(X).num_ops < 100
     (True, True)
     """
-    sizes = [inputs] + [width] * layers
-    weights = [(_fixed((sizes[k + 1], sizes[k]), 1000 * k, 2.0 / np.sqrt(sizes[k])),
-                _fixed((sizes[k + 1],), 1000 * k + 500, 0.1)) for k in range(layers)]
-    last = _fixed((width,), 999_000, 1.0 / np.sqrt(width))
+    weights, last = tanh_mlp_weights(width, layers, inputs)
 
     def f(x):
         h = x
@@ -111,3 +108,16 @@ def tanh_mlp(width, layers=3, inputs=3, xp=np):
         return xp.sum(xp.asarray(last, dtype=x.dtype) * h)
     f.__name__ = f"tanh_mlp_{inputs}_{'_'.join([str(width)] * layers)}_1"
     return f
+
+
+def tanh_mlp_weights(width, layers=3, inputs=3):
+    """The weights of ``tanh_mlp``: ``[(W, b) per hidden layer], w`` (the output row).
+
+    >>> (W, b), = tanh_mlp_weights(16, 1)[0]
+    >>> W.shape, b.shape
+    ((16, 3), (16,))
+    """
+    sizes = [inputs] + [width] * layers
+    weights = [(_fixed((sizes[k + 1], sizes[k]), 1000 * k, 2.0 / np.sqrt(sizes[k])),
+                _fixed((sizes[k + 1],), 1000 * k + 500, 0.1)) for k in range(layers)]
+    return weights, _fixed((width,), 999_000, 1.0 / np.sqrt(width))

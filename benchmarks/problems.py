@@ -24,7 +24,7 @@ import numpy as np
 
 import batchdiff as bd
 import handwritten as hw
-from batchdiff.problems import arm, lennard_jones, lorenz96, mlp, rosenbrock  # noqa: F401
+from batchdiff.problems import arm, lennard_jones, lorenz96, mlp, rosenbrock, tanh_mlp  # noqa: F401
 
 AUTO = "batchdiff auto"
 AUTO_OUT = "batchdiff auto, out="
@@ -133,6 +133,19 @@ def resident(shape, dtype) -> np.ndarray:
     return a
 
 
+_MLP64 = hw.deep_mlp(64)          # hand-written gradient and Hessian kernels
+
+
+@functools.lru_cache(maxsize=None)
+def _tanh_mlp(width, xp):
+    return tanh_mlp(width, xp=xp)
+
+
+def mlp64(x, xp=np):
+    """``batchdiff.problems.tanh_mlp(64)``, a tanh MLP 3-64-64-64-1, in ``xp``."""
+    return _tanh_mlp(64, xp)(x)
+
+
 @dataclass(frozen=True)
 class Problem:
     name: str
@@ -209,6 +222,9 @@ PROBLEMS = [
     # names differ: results are keyed by name, and the tables add the transform)
     Problem("tanh MLP 8-16-16-1", "grad", mlp, 8, 100_000, hw.mlp_gradient),
     Problem("tanh MLP 8-16-16-1 input", "hessian", mlp, 8, 100_000, hw.mlp_hessian),
+    # a PINN's network at the width users run: 64 x 64 products, block instructions
+    Problem("tanh MLP 3-64-64-64-1", "grad", mlp64, 3, 100_000, _MLP64[0]),
+    Problem("tanh MLP 3-64-64-64-1 input", "hessian", mlp64, 3, 100_000, _MLP64[1]),
 ]
 
 

@@ -356,8 +356,8 @@ class TiledPrinter(NumbaPrinter):
             return lines
         if ins.op == "broadcast":
             (i,) = seg
-            return [f"for i in range({ins.size}):", "    for l in range(m):", *inputs,
-                    f"        {self.row(i)} = {self.element(ins.args[0])}"]
+            return [f"for i in range({ins.size}):", "    for l in range(m):",
+                    *("    " + x for x in inputs), f"        {self.row(i)} = {self.element(ins.args[0])}"]
         # elementwise ops on blocks of one size, fused: one loop, their values in locals
         self.spelled = {a: self.element(a) for a in args}
         body = []

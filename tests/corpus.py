@@ -111,9 +111,12 @@ def block_everything(x):
     """Every block op and kind of block segment in one function of 8 inputs (a compiled
     kernel costs seconds): ``linear`` with groups before (g) and after (h) the contracted
     axis, ``sum`` over all and over one axis, ``broadcast`` (in its derivatives), a block
-    constant, fused elementwise chains with tanh, sin, a comparison and ``where``."""
+    constant, fused elementwise chains with tanh, sin, a comparison and ``where``, and a
+    broadcast of an input (a rewrite's)."""
     h = np.tanh(BLOCK_W1 @ x + BLOCK_B1)
     G = h.reshape(4, 4) @ BLOCK_M[:4, :3]                  # (4, 3): g = 4
     s = np.sum(np.sin(G), axis=1) + 0.5 * np.sum(G * G, axis=0)[1]
     r = np.where(h > 0.0, h, 0.2 * h) * np.arange(16.0) + x[0]
-    return np.sum(np.maximum(BLOCK_W2 @ r, -0.3)) + np.dot(s, s) + np.mean(h) * x[1] * x[2]
+    u = (h * 0.0 + x[3]) * r                               # broadcast of an input
+    return (np.sum(np.maximum(BLOCK_W2 @ r, -0.3)) + np.dot(s, s) + np.mean(h) * x[1] * x[2]
+            + np.sum(u))

@@ -4,6 +4,8 @@ Problems (per point, plain NumPy, as a user writes them):
 
 - ``rosenbrock_hessian``: Hessian of the Rosenbrock function, n = 10;
 - ``lorenz96_jacobian``: Jacobian of the Lorenz-96 right-hand side, n = 40;
+- ``mlp64_grad``, ``mlp64_hessian``: input gradient and Hessian of a tanh MLP
+  3-64-64-64-1, whose 64 x 64 products are block instructions;
 - ``chain(instructions)``: gradient of ``t = sin(t) * x[k % 8] + 0.5`` repeated for as
   many steps as give a gradient tape of about ``instructions`` instructions (8 per step),
   to measure how compile time grows with the tape.
@@ -57,6 +59,9 @@ class Problem(NamedTuple):
 PROBLEMS = {
     "rosenbrock_hessian": Problem("rosenbrock_hessian", rosenbrock, "hessian", (10,)),
     "lorenz96_jacobian": Problem("lorenz96_jacobian", lorenz96, "jacobian", (40,)),
+    # a tanh MLP 3-64-64-64-1 (block instructions): its input gradient and Hessian
+    "mlp64_grad": Problem("mlp64_grad", shared.mlp64, "grad", (3,)),
+    "mlp64_hessian": Problem("mlp64_hessian", shared.mlp64, "hessian", (3,)),
 }
 
 
