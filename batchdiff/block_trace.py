@@ -149,7 +149,9 @@ def _linear(x, W, g, h, shape, dtype):
 
 
 def _worth_it(x, W) -> bool:
-    return is_block(x) or W.size >= LINEAR_MIN
+    """Whether ``W @ x`` should be a block: ``x`` is one already, or ``W`` is large
+    (and ``x`` holds a traced value: a product of constants is computed here)."""
+    return is_block(x) or W.size >= LINEAR_MIN and _graph([x]) is not None
 
 
 def matmul(a, b, dtype):

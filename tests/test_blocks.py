@@ -339,3 +339,15 @@ def test_contractions_that_do_not_fit_a_block_are_unrolled():
 def test_mismatched_product_shapes_raise_numpys_error():
     with pytest.raises(ValueError):
         bd.grad(lambda x: np.sum(W1 @ x[:7]))(points("mlp"))
+
+
+def test_a_product_of_constants_held_in_a_traced_array_is_computed():
+    """A traced array whose elements all turned out constant (the fuzzer's graph 401):
+    its product with a matrix is numbers, not a block."""
+    def f(x):
+        c = np.where(1.0 != np.e, np.e, x[1])          # constant, in a traced array
+        v = np.stack([np.arctan2(c, -1.0), 0.5, -1.0])
+        return np.sum(np.tanh(W3.T @ np.tile(v, 3)[:8])) * x[0] + np.sum(np.tanh(W1 @ (0 * x + 1)))
+    X = points("mlp", n=2)
+    np.testing.assert_allclose(bd.grad(f, backend="numpy")(X),
+                               np.stack([fd_jacobian(f, x) for x in X]), rtol=1e-6, atol=1e-7)
