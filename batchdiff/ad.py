@@ -189,7 +189,8 @@ def jacobian_tape(tape: Tape, wrt, mode: str = "auto", with_value: bool = False)
     """Tape whose outputs are the Jacobian, row-major: out j, then input ``wrt[a]``.
 
     ``mode`` "forward" uses one tangent direction per input in ``wrt``, "reverse" one
-    adjoint sweep per output, "auto" builds both and keeps the one with fewer ops.
+    adjoint sweep per output, "auto" builds both and keeps the one that costs less
+    (``Tape.cost``: the fewer ops, without blocks).
     With ``with_value`` the original outputs come first.
     """
     if mode == "auto":
@@ -212,7 +213,7 @@ def hessian_tape(tape: Tape, wrt, mode: str = "auto") -> tuple[Tape, dict]:
     """
     if mode == "auto":
         return min((hessian_tape(tape, wrt, m) for m in ("forward", "reverse")),
-                   key=lambda r: r[0].num_ops)
+                   key=lambda r: r[0].cost)
     inner = jacobian_tape(tape, wrt, mode)
     g, vals, _ = _start(inner)
     one = g.const(1.0)
@@ -253,5 +254,6 @@ def hvp_tape(tape: Tape, wrt) -> Tape:
 
 
 def smallest(tapes) -> Tape:
-    """The candidate with the fewest ops (the first among equals)."""
-    return min(tapes, key=lambda t: t.num_ops)
+    """The candidate that costs least (``Tape.cost``: without blocks, the fewest ops;
+    the first among equals)."""
+    return min(tapes, key=lambda t: t.cost)

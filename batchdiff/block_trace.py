@@ -3,8 +3,8 @@
 A ``TracedArray`` either holds one node per element (an object array of ``Var``) or is
 *block-backed*: one block node holding all its elements, flat in row-major order.
 Blocks start where unrolling costs most, a product with a constant matrix of at least
-``LINEAR_MIN`` entries (``W @ x``, ``x @ W``, ``np.dot``, ``np.tensordot``,
-``np.einsum``), and spread from there: a ufunc, ``np.where`` or ``np.clip`` with a
+``LINEAR_MIN`` entries or ``LINEAR_MIN_ROWS`` rows (``W @ x``, ``x @ W``, ``np.dot``,
+``np.tensordot``, ``np.einsum``), and spread from there: a ufunc, ``np.where`` or ``np.clip`` with a
 block-backed operand is one block instruction, and ``np.sum``/``np.mean`` of one a
 ``sum`` (or, over one axis, a ``linear`` with a row of ones). Everything else reads a
 block's elements one by one (``index``), so scalar code mixes with blocks freely.
@@ -28,11 +28,17 @@ import numpy as np
 from .blocks import Array
 from .graph import Var
 
-# A product with a constant matrix becomes a block instruction from this many entries
-# (m x k) on; below it, or when the traced operand is not block-backed already, it is
-# unrolled into scalar multiply-adds. Measured: benchmarks/block_crossover.py
-# (benchmarks/results/block_crossover.md).
-LINEAR_MIN = 128
+# A product with a constant m x k matrix becomes a block instruction when it has at least
+# LINEAR_MIN entries or LINEAR_MIN_ROWS rows (a long result would be as many scalar
+# chains downstream), or when the traced operand is block-backed already; else it is
+# unrolled into scalar multiply-adds, which run faster for small matrices: SIMD across
+# points with every value in a register. On tanh MLPs (python
+# benchmarks/block_crossover.py, benchmarks/results/block_crossover.md) unrolled kernels
+# ran as fast as blocks at 16 x 16 products with 3 inputs and twice as fast with 8
+# (the Hessian's 8 directions are 8 small products each), level at 23 x 23, and blocks
+# won from 32 x 32 (1.2x the gradient, 1.6x the Hessian), compiling 3-13x sooner.
+LINEAR_MIN = 512
+LINEAR_MIN_ROWS = 32
 
 
 def _traced_array():
@@ -149,9 +155,11 @@ def _linear(x, W, g, h, shape, dtype):
 
 
 def _worth_it(x, W) -> bool:
-    """Whether ``W @ x`` should be a block: ``x`` is one already, or ``W`` is large
-    (and ``x`` holds a traced value: a product of constants is computed here)."""
-    return is_block(x) or W.size >= LINEAR_MIN and _graph([x]) is not None
+    """Whether ``W @ x`` (``W`` the m x k matrix of the ``linear``) should be a block:
+    ``x`` is one already, or ``W`` is large or long (and ``x`` holds a traced value: a
+    product of constants is computed here)."""
+    big = W.size >= LINEAR_MIN or W.shape[0] >= LINEAR_MIN_ROWS
+    return is_block(x) or big and _graph([x]) is not None
 
 
 def matmul(a, b, dtype):

@@ -4,7 +4,7 @@
     python benchmarks/block_sweep.py --widths 64 --layers 3 --points 100000
 
 For each width and for the gradient and the input Hessian: the tape's size with blocks
-and unrolled (``block_trace.LINEAR_MIN`` beyond every matrix), trace and AD time, the
+and unrolled (``block_trace``'s thresholds beyond every matrix), trace and AD time, the
 compiled kernel's compile time (in a fresh process with an empty kernel cache), and the
 time per point of the NumPy reference interpreter, replay, the compiled kernel and
 ``method="auto"`` once settled, beside JAX ``jit(vmap(...))`` on the same function in
@@ -81,14 +81,14 @@ def row(width, layers, kind, points, rng) -> list:
     traced = time.perf_counter() - start
     unrolled = traced_unrolled = None
     if width <= UNROLLED_MAX_WIDTH:
-        old = block_trace.LINEAR_MIN
-        block_trace.LINEAR_MIN = 10 ** 9
+        old = block_trace.LINEAR_MIN, block_trace.LINEAR_MIN_ROWS
+        block_trace.LINEAR_MIN = block_trace.LINEAR_MIN_ROWS = 10 ** 9
         try:
             start = time.perf_counter()
             unrolled = getattr(bd, kind)(f).tape(X[:1]).num_ops
             traced_unrolled = time.perf_counter() - start
         finally:
-            block_trace.LINEAR_MIN = old
+            block_trace.LINEAR_MIN, block_trace.LINEAR_MIN_ROWS = old
     compile_s = compile_seconds(width, layers, kind)
     calls = {m: (lambda g: (lambda: g(X)))(getattr(bd, kind)(f, method=m) if m != "numpy"
                                               else getattr(bd, kind)(f, backend="numpy"))

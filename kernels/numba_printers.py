@@ -464,26 +464,33 @@ def _linear(W, w, x, o, g, h, m):
             xb = x + grp * kk * h + j
             ob = o + grp * mm * h + j
             r = 0
-            while r < mm:
-                rows = 4 if r + 4 <= mm else 1
-                for i in range(rows):
+            while r + 4 <= mm:          # four result rows: each argument row read once for 4
+                for i in range(4):
                     for l in range(m):
                         b[ob + (r + i) * h, l] = 0
                 c = 0
+                while c + 4 <= kk:
+                    _mm44(W, b, r, c, xb + c * h, ob + r * h, h, m)
+                    c += 4
                 while c < kk:
-                    cols = 4 if c + 4 <= kk else 1
-                    if rows == 4 and cols == 4:
-                        _mm44(W, b, r, c, xb + c * h, ob + r * h, h, m)
-                    else:
-                        for i in range(rows):
-                            for cc in range(cols):
-                                v = W[r + i, c + cc]
-                                xr = xb + (c + cc) * h
-                                orow = ob + (r + i) * h
-                                for l in range(m):
-                                    b[orow, l] += v * b[xr, l]
-                    c += cols
-                r += rows
+                    _mm41(W, b, r, c, xb + c * h, ob + r * h, h, m)
+                    c += 1
+                r += 4
+            while r < mm:               # a row at a time, four products per pass
+                orow = ob + r * h
+                for l in range(m):
+                    b[orow, l] = 0
+                c = 0
+                while c + 4 <= kk:
+                    _mm14(W, b, r, c, xb + c * h, orow, h, m)
+                    c += 4
+                while c < kk:
+                    v = W[r, c]
+                    xr = xb + c * h
+                    for l in range(m):
+                        b[orow, l] += v * b[xr, l]
+                    c += 1
+                r += 1
 
 
 @njit(**_inline)
@@ -501,4 +508,23 @@ def _mm44(W, b, r, c, x0, o, h, m):
         b[o + h, l] += (v0 * y0 + v1 * y1) + (v2 * y2 + v3 * y3)
         b[o + 2 * h, l] += (u0 * y0 + u1 * y1) + (u2 * y2 + u3 * y3)
         b[o + 3 * h, l] += (t0 * y0 + t1 * y1) + (t2 * y2 + t3 * y3)
+
+
+@njit(**_opts)
+def _mm41(W, b, r, c, x0, o, h, m):
+    w0, v0, u0, t0 = W[r, c], W[r + 1, c], W[r + 2, c], W[r + 3, c]
+    for l in range(m):
+        y0 = b[x0, l]
+        b[o, l] += w0 * y0
+        b[o + h, l] += v0 * y0
+        b[o + 2 * h, l] += u0 * y0
+        b[o + 3 * h, l] += t0 * y0
+
+
+@njit(**_opts)
+def _mm14(W, b, r, c, x0, o, h, m):
+    w0, w1, w2, w3 = W[r, c], W[r, c + 1], W[r, c + 2], W[r, c + 3]
+    for l in range(m):
+        b[o, l] += ((w0 * b[x0, l] + w1 * b[x0 + h, l])
+                    + (w2 * b[x0 + 2 * h, l] + w3 * b[x0 + 3 * h, l]))
 '''

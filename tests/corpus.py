@@ -99,12 +99,12 @@ def tangents(case, args, rng):
     return [rng.uniform(-1, 1, size=args[i].shape).astype(args[i].dtype) for i in argnums]
 
 
-# -- blocks (batchdiff.blocks): products with constant matrices of LINEAR_MIN entries on ------
+# -- blocks (batchdiff.blocks): products with constant matrices of 32 rows and more --------
 _BLOCK_RNG = np.random.default_rng(2024)
-BLOCK_W1 = _BLOCK_RNG.normal(size=(16, 8)) / np.sqrt(8)
-BLOCK_B1 = _BLOCK_RNG.normal(size=16) * 0.1
-BLOCK_W2 = _BLOCK_RNG.normal(size=(16, 16)) / 4
-BLOCK_M = _BLOCK_RNG.normal(size=(32, 4)) / 2
+BLOCK_W1 = _BLOCK_RNG.normal(size=(32, 8)) / np.sqrt(8)
+BLOCK_B1 = _BLOCK_RNG.normal(size=32) * 0.1
+BLOCK_W2 = _BLOCK_RNG.normal(size=(32, 32)) / 6
+BLOCK_M = _BLOCK_RNG.normal(size=(4, 3)) / 2
 
 
 def block_everything(x):
@@ -112,11 +112,12 @@ def block_everything(x):
     kernel costs seconds): ``linear`` with groups before (g) and after (h) the contracted
     axis, ``sum`` over all and over one axis, ``broadcast`` (in its derivatives), a block
     constant, fused elementwise chains with tanh, sin, a comparison and ``where``, and a
-    broadcast of an input (a rewrite's)."""
+    broadcast of an input (a rewrite's). The default thresholds make its products blocks
+    (``block_trace.LINEAR_MIN_ROWS``)."""
     h = np.tanh(BLOCK_W1 @ x + BLOCK_B1)
-    G = h.reshape(4, 4) @ BLOCK_M[:4, :3]                  # (4, 3): g = 4
+    G = h.reshape(8, 4) @ BLOCK_M                          # (8, 3): g = 8
     s = np.sum(np.sin(G), axis=1) + 0.5 * np.sum(G * G, axis=0)[1]
-    r = np.where(h > 0.0, h, 0.2 * h) * np.arange(16.0) + x[0]
+    r = np.where(h > 0.0, h, 0.2 * h) * np.arange(32.0) / 8 + x[0]
     u = (h * 0.0 + x[3]) * r                               # broadcast of an input
     return (np.sum(np.maximum(BLOCK_W2 @ r, -0.3)) + np.dot(s, s) + np.mean(h) * x[1] * x[2]
             + np.sum(u))

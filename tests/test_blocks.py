@@ -1,10 +1,12 @@
 """Block instructions (``batchdiff.blocks``): traced, differentiated and run on every executor.
 
 The oracles: central differences of the function run in plain NumPy, and the scalar
-path, the same function traced with blocks off (``block_trace.LINEAR_MIN`` beyond every
-matrix: ``W @ x`` unrolled into scalar multiply-adds, as before blocks existed). The
-executors are held against the NumPy reference interpreter, and the reference against
-``blocks.expand`` (the block tape unrolled into scalars).
+path, the same function traced with blocks off (``block_trace.LINEAR_MIN`` and
+``LINEAR_MIN_ROWS`` beyond every matrix: ``W @ x`` unrolled into scalar multiply-adds).
+The executors are held against the NumPy reference interpreter, and the reference
+against ``blocks.expand`` (the block tape unrolled into scalars). The matrices here are
+small (kernels compile sooner) and made blocks from 128 entries (``blocks_from_128``);
+``block_everything`` of the corpus has blocks at the default thresholds.
 """
 import numpy as np
 import pytest
@@ -96,19 +98,20 @@ def points(name, n=5, dtype=np.float64, seed=0):
     return np.random.default_rng(seed).uniform(-1.0, 1.0, (n,) + shape).astype(dtype)
 
 
-@pytest.fixture
-def no_blocks(monkeypatch):
-    """Tracing with blocks off: every product with a constant matrix unrolled."""
-    monkeypatch.setattr(block_trace, "LINEAR_MIN", 10 ** 9)
+@pytest.fixture(autouse=True)
+def blocks_from_128(monkeypatch):
+    """The small matrices of these functions are blocks: from 128 entries."""
+    monkeypatch.setattr(block_trace, "LINEAR_MIN", 128)
 
 
 def _scalar_path(make, f, X, **kwargs):
-    old = block_trace.LINEAR_MIN
-    block_trace.LINEAR_MIN = 10 ** 9
+    """``make(f)`` on the reference interpreter, traced with blocks off."""
+    old = block_trace.LINEAR_MIN, block_trace.LINEAR_MIN_ROWS
+    block_trace.LINEAR_MIN = block_trace.LINEAR_MIN_ROWS = 10 ** 9
     try:
         return make(f, backend="numpy", **kwargs)(*X)
     finally:
-        block_trace.LINEAR_MIN = old
+        block_trace.LINEAR_MIN, block_trace.LINEAR_MIN_ROWS = old
 
 
 def fd_jacobian(f, x, h=1e-6):
@@ -129,11 +132,13 @@ def test_products_with_constant_matrices_trace_to_blocks(name):
     assert tape.has_blocks and tape.op_counts["linear"] >= 1, tape.op_counts
 
 
-def test_small_matrices_stay_unrolled():
-    W = np.arange(12.0).reshape(4, 3)
-    assert W.size < block_trace.LINEAR_MIN
-    tape = bd.grad(lambda x: np.sum(np.tanh(W @ x))).tape(np.ones((1, 3)))
-    assert not tape.has_blocks and "linear" not in tape.op_counts
+def test_small_matrices_stay_unrolled(monkeypatch):
+    monkeypatch.undo()                   # the default thresholds
+    for W, blocks in ((np.ones((4, 3)), False), (np.ones((16, 16)), False),
+                      (np.ones((32, 2)), True), (np.ones((24, 24)), True)):
+        tape = bd.grad(lambda x: np.sum(np.tanh(W @ x))).tape(np.ones((1, W.shape[1])))
+        assert tape.has_blocks == blocks, W.shape
+        assert ("linear" in tape.op_counts) == blocks
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
