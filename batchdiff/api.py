@@ -8,16 +8,17 @@ so transforms compose: ``bd.jacobian(bd.hessian(f))`` gives third derivatives.
 
 Every transform takes the same options:
 
-argnums: int or tuple of ints, which positional arguments to differentiate; a
-    tuple gives a tuple of results. The others are constants of the derivative.
-in_axes: 0 (default), None, or one entry per argument: the batch axis of each
-    argument, or None for an argument shared by all points (as ``jax.vmap``).
-backend: None (chosen from the inputs), "numpy" (the reference interpreter),
-    "numba" or "cupy".
-method: "auto", "replay" or "compiled": the executor of the numba/cupy back ends.
-mode: "auto", "forward" or "reverse": the AD mode (jacobian, hessian); "auto"
-    builds both and keeps the smaller tape.
-sparse: (jacobian, hessian) return a ``SparseResult``, the structural non-zeros only.
+- ``argnums``: int or tuple of ints, which positional arguments to differentiate; a
+  tuple gives a tuple of results. The others are constants of the derivative.
+- ``in_axes``: 0 (default), None, or one entry per argument: the batch axis of each
+  argument, or None for an argument shared by all points (as ``jax.vmap``).
+- ``backend``: None (chosen from the inputs), "numpy" (the reference interpreter),
+  "numba" or "cupy".
+- ``method``: "auto", "replay" or "compiled": the executor of the numba/cupy back ends.
+- ``mode``: "auto", "forward" or "reverse": the AD mode (jacobian, hessian); "auto"
+  builds both and keeps the smaller tape.
+- ``sparse``: (jacobian, hessian) return a ``SparseResult``, the structural non-zeros
+  only.
 
 A call takes ``out=``: an array (or a tuple of arrays, nested as the result is) to
 write the results into instead of new ones; it is returned. Each must have the
@@ -51,6 +52,17 @@ class Transformed(BatchedTransform):
     ``g(*args)`` evaluates on a batch (leading axis of every argument with
     ``in_axes`` 0). ``g.tape(*args)`` is the simplified scalar program that runs for
     those arguments; ``g.source(*args, backend=...)`` the kernel source generated from it.
+    Every transform (``bd.grad``, ``bd.hessian`` ...) returns one.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> g = bd.hessian(lambda v: v[0] ** 2 * v[1])
+    >>> g
+    <batchdiff.hessian of '<lambda>'>
+    >>> g(np.array([[1.0, 2.0]]))
+    array([[[4., 2.],
+            [2., 0.]]])
+    >>> g.tape(np.ones((1, 2))).num_ops
+    2
     """
 
     def __repr__(self):

@@ -365,15 +365,41 @@ class DaskSparseResult(SparseBatch):
                 f"{self.nnz} non-zeros each, {self.dtype}, {self.values.numblocks[0]} blocks>")
 
     def compute(self, **kwargs) -> SparseResult:
-        """The in-memory ``SparseResult`` (``kwargs`` go to ``dask.compute``)."""
+        """The in-memory ``SparseResult`` (``kwargs`` go to ``dask.compute``).
+
+        >>> import numpy as np, dask.array as da, batchdiff as bd
+        >>> F = lambda x: np.stack([x[0] ** 2, x[0] * x[1], x[1] ** 2])
+        >>> J = bd.jacobian(F, sparse=True, backend="numpy")(da.ones((5, 2), chunks=2))
+        >>> J.compute()
+        <SparseResult: 5 points of 3x2 matrices, 4 non-zeros each (66.7%), float64>
+        """
         return SparseResult(self.values.compute(**kwargs), self.pattern, self.dense_shape)
 
     def persist(self, **kwargs) -> "DaskSparseResult":
-        """The same result with its values computed and kept on the workers."""
+        """The same result with its values computed and kept on the workers.
+
+        >>> import numpy as np, dask.array as da, batchdiff as bd
+        >>> F = lambda x: np.stack([x[0] ** 2, x[0] * x[1], x[1] ** 2])
+        >>> J = bd.jacobian(F, sparse=True, backend="numpy")(da.ones((5, 2), chunks=2))
+        >>> J.persist()
+        <DaskSparseResult: 5 points of 3x2 matrices, 4 non-zeros each, float64, 3 blocks>
+        """
         return DaskSparseResult(self.values.persist(**kwargs), self.pattern, self.dense_shape)
 
     def to_dense(self):
-        """The dense result, ``(B, *dense_shape)``, as a lazy Dask array chunked like values."""
+        """The dense result, ``(B, *dense_shape)``, as a lazy Dask array chunked like values.
+
+        >>> import numpy as np, dask.array as da, batchdiff as bd
+        >>> F = lambda x: np.stack([x[0] ** 2, x[0] * x[1], x[1] ** 2])
+        >>> J = bd.jacobian(F, sparse=True, backend="numpy")(da.ones((5, 2), chunks=2))
+        >>> D = J.to_dense()
+        >>> D.shape, D.chunks[0]
+        ((5, 3, 2), (2, 2, 1))
+        >>> D[0].compute()
+        array([[2., 0.],
+               [1., 1.],
+               [0., 2.]])
+        """
         ndim = len(self.dense_shape)
         return self.values.map_blocks(
             _dense_block, self.pattern, self.dense_shape, dtype=self.dtype,
@@ -382,7 +408,15 @@ class DaskSparseResult(SparseBatch):
             name="batchdiff_to_dense-" + _dask_token(self.values.name, self.pattern))
 
     def to_scipy(self, b):
-        """Point ``b`` as a SciPy CSR matrix (computes that point's values only)."""
+        """Point ``b`` as a SciPy CSR matrix (computes that point's values only).
+
+        >>> import numpy as np, dask.array as da, batchdiff as bd
+        >>> F = lambda x: np.stack([x[0] ** 2, x[0] * x[1], x[1] ** 2])
+        >>> J = bd.jacobian(F, sparse=True, backend="numpy")(da.ones((5, 2), chunks=2))
+        >>> A = J.to_scipy(4)
+        >>> A.shape, A.nnz
+        ((3, 2), 4)
+        """
         b = operator.index(b)
         if not -len(self) <= b < len(self):
             raise IndexError(f"point {b} is out of range for a batch of {len(self)} points")
@@ -391,7 +425,14 @@ class DaskSparseResult(SparseBatch):
         return SparseResult(np.ascontiguousarray(row), self.pattern, self.dense_shape).to_scipy(0)
 
     def block_diag(self):
-        """The whole batch as one block-diagonal CSR matrix: computes every value."""
+        """The whole batch as one block-diagonal CSR matrix: computes every value.
+
+        >>> import numpy as np, dask.array as da, batchdiff as bd
+        >>> F = lambda x: np.stack([x[0] ** 2, x[0] * x[1], x[1] ** 2])
+        >>> J = bd.jacobian(F, sparse=True, backend="numpy")(da.ones((5, 2), chunks=2))
+        >>> J.block_diag().shape                  # 5 blocks of 3 x 2
+        (15, 10)
+        """
         return self.compute().block_diag()
 
 

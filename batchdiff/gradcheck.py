@@ -48,7 +48,16 @@ class GradcheckError(BatchDiffError, AssertionError):
     Attributes: ``transform`` (e.g. ``"jvp (forward mode)"``), ``backend``, ``method``,
     ``point`` (index in the batch), ``output`` (index into the function's output),
     ``input`` (``(argnum, index)``, or a pair of them for second derivatives),
-    ``numerical``, ``analytical``.
+    ``numerical``, ``analytical``. It is an ``AssertionError``, so a failed check fails a
+    test.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> f = lambda v: bd.stop_gradient(v[0]) * v[1]      # hides the derivative in v[0]
+    >>> try:
+    ...     bd.check_grads(f, np.array([[2.0, 3.0]]), order=1, backend="numpy")
+    ... except bd.GradcheckError as e:
+    ...     print(e.transform, e.input, round(e.numerical, 6), e.analytical)
+    jvp (forward mode) (0, (0,)) 3.0 0.0
     """
 
     def __init__(self, message, *, transform, backend, method, point, output, input,
@@ -67,21 +76,21 @@ def check_grads(f, args, order=2, modes=MODES, *, points=POINTS, eps=EPS, rtol=R
     executor, the point, the output and input index, and the numerical and analytical
     values of the worst disagreement.
 
-    args: the batch, as for a transform: one array or a tuple of arguments.
-    order: 1 (Jacobians) or 2 (Jacobians, then Hessians; hvp for a scalar ``f``).
-    modes: "forward" (jvp, forward-over-forward Hessian) and/or "reverse" (vjp,
-        forward-over-reverse Hessian, hvp).
-    points: how many points of the batch to check (chosen at random, the same ones
-        every call), or a sequence of their indices.
-    eps: relative step; the step of element ``x_k`` is ``eps * max(1, |x_k|)``.
-    rtol, atol: an entry passes if ``|analytical - numerical| <= atol + rtol *
-        |numerical|`` plus an allowance for rounding in the differences of values
-        (``NOISE * 2**-52 * |f| / h``). The defaults suit float64 functions whose
-        values are not much above 1e6 in magnitude and have no kink within ``h``
-        of a checked point (a kink makes the differences meaningless there).
-    backend, method: the executors to check, each one value or a tuple; every
-        combination is checked ("numpy" runs only with method "auto").
-    in_axes, argnums: as for the transforms.
+    - ``args``: the batch, as for a transform: one array or a tuple of arguments.
+    - ``order``: 1 (Jacobians) or 2 (Jacobians, then Hessians; hvp for a scalar ``f``).
+    - ``modes``: "forward" (jvp, forward-over-forward Hessian) and/or "reverse" (vjp,
+      forward-over-reverse Hessian, hvp).
+    - ``points``: how many points of the batch to check (chosen at random, the same ones
+      every call), or a sequence of their indices.
+    - ``eps``: relative step; the step of element ``x_k`` is ``eps * max(1, |x_k|)``.
+    - ``rtol``, ``atol``: an entry passes if ``|analytical - numerical| <= atol + rtol *
+      |numerical|`` plus an allowance for rounding in the differences of values
+      (``NOISE * 2**-52 * |f| / h``). The defaults suit float64 functions whose
+      values are not much above 1e6 in magnitude and have no kink within ``h``
+      of a checked point (a kink makes the differences meaningless there).
+    - ``backend``, ``method``: the executors to check, each one value or a tuple; every
+      combination is checked ("numpy" runs only with method "auto").
+    - ``in_axes``, ``argnums``: as for the transforms.
 
     >>> import numpy as np, batchdiff as bd
     >>> X = np.random.default_rng(0).normal(size=(100, 2))

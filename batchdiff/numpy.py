@@ -33,7 +33,14 @@ linalg_norm = _np.linalg.norm
 
 
 def array(obj, dtype=None):
-    """``np.array`` that also stacks traced values: ``array([x[0] ** 2, x[1]])``."""
+    """``np.array`` that also stacks traced values: ``array([x[0] ** 2, x[1]])``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> F = lambda x: bd.numpy.array([x[0] ** 2, x[0] * x[1]])
+    >>> bd.jacobian(F)(np.array([[2.0, 3.0]]))
+    array([[[4., 0.],
+            [3., 2.]]])
+    """
     if _has_tracer(obj):
         _check_live(obj)
         return _TracedArray(_objects(obj).copy(), dtype or _np.float64)
@@ -41,7 +48,13 @@ def array(obj, dtype=None):
 
 
 def asarray(obj, dtype=None):
-    """``np.asarray`` that passes traced values through (and stacks lists of them)."""
+    """``np.asarray`` that passes traced values through (and stacks lists of them).
+
+    >>> import numpy as np, batchdiff as bd
+    >>> f = lambda x: np.sum(bd.numpy.asarray([x[0], 2.0 * x[1]]) ** 2)
+    >>> bd.grad(f)(np.array([[1.0, 1.0]]))
+    array([[2., 8.]])
+    """
     if isinstance(obj, _TracedArray):
         _check_live(obj)
         return obj
@@ -57,12 +70,34 @@ def _filled(shape, value, dtype):
 
 
 def zeros(shape, dtype=None):
-    """Zeros that accept traced values by item assignment while tracing."""
+    """Zeros that accept traced values by item assignment while tracing.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> def F(x):
+    ...     out = bd.numpy.zeros(3)
+    ...     out[0] = x[0] * x[1]
+    ...     out[2] = np.sin(x[1])
+    ...     return out
+    >>> bd.jacobian(F)(np.array([[2.0, 0.0]]))
+    array([[[0., 2.],
+            [0., 0.],
+            [0., 1.]]])
+    """
     return _filled(shape, 0.0, dtype)
 
 
 def ones(shape, dtype=None):
-    """Ones that accept traced values by item assignment while tracing."""
+    """Ones that accept traced values by item assignment while tracing.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> def F(x):
+    ...     out = bd.numpy.ones(2)
+    ...     out[1] = x[0] ** 2
+    ...     return out
+    >>> bd.jacobian(F)(np.array([[3.0]]))
+    array([[[0.],
+            [6.]]])
+    """
     return _filled(shape, 1.0, dtype)
 
 

@@ -354,9 +354,14 @@ def check_range(start, count, seed=0, executors=EXECUTORS, dtypes=DTYPES, batch=
     """Graphs ``start .. start+count-1`` (seeds ``seed + i``), ``batch`` to a tape.
 
     The compiled executor gets the first ``compiled_batch`` graphs of every
-    ``compiled_every``-th batch (compile time grows with the tape, about 10 ms an op
-    here). ``progress(tally, done)`` is called after each batch; counts go to ``total``
-    (a new Tally if None), which is returned.
+    ``compiled_every``-th batch (its compile time grows with the tape, so its tapes hold
+    fewer graphs). ``progress(tally, done)`` is called after each batch; counts go to
+    ``total`` (a new Tally if None), which is returned.
+
+    >>> from batchdiff import fuzz
+    >>> tally = fuzz.check_range(0, 10, executors=("numpy",), dtypes=("float64",))
+    >>> tally.graphs["numpy"], tally.failures, tally.errors
+    (10, [], [])
     """
     total = Tally() if total is None else total
     fast = tuple(e for e in executors if e != "compiled")

@@ -197,7 +197,15 @@ class RandomGraph:
 
 
 def random_graph(seed: int) -> RandomGraph:
-    """Graph ``seed``: 1 to 12 rules over three variables, 1 to 3 outputs, two points."""
+    """Graph ``seed``: 1 to 12 rules over three variables, 1 to 3 outputs, two points.
+
+    >>> from batchdiff import fuzz
+    >>> g = fuzz.random_graph(3)
+    >>> len(g.points), len(g.outputs)
+    (2, 3)
+    >>> print(g.source().splitlines()[-1])
+        return np.stack([v15, v11, v5])
+    """
     rng = np.random.default_rng(seed)
     nodes = [("var", (), i) for i in range(N_VARS)]
 
