@@ -84,12 +84,13 @@ class BackendUnavailableError(BatchDiffError, RuntimeError):
     The message says what to install or which arrays to pass.
 
     >>> import numpy as np, batchdiff as bd
-    >>> g = bd.grad(lambda v: np.sum(v ** 2), backend="cupy")
+    >>> f = lambda v: np.sum(v ** 2)
     >>> try:
-    ...     g(np.ones((1, 2)))                   # NumPy inputs: the CuPy back end refuses them
-    ... except bd.BackendUnavailableError:
-    ...     print("use backend='numba', or pass CuPy arrays")
-    use backend='numba', or pass CuPy arrays
+    ...     G = bd.grad(f, backend="cupy")(np.ones((1, 2)))
+    ... except bd.BackendUnavailableError:       # no CuPy, or no CUDA device here
+    ...     G = bd.grad(f, backend="numba")(np.ones((1, 2)))
+    >>> G
+    array([[2., 2.]])
     """
 
 

@@ -17,10 +17,10 @@ result bit for bit where the math library allows: max, min and clip are written 
 comparisons: Numba's scalar ``np.maximum`` returns the other zero at a ``-0.0``/``0.0``
 tie, C's ``fmax`` may return either, and ``fmax`` drops NaN, where NumPy propagates it.
 
-At a kink an op's partials are a deliberate choice (README, "Conventions at kinks"):
-the minimum-norm subgradient of abs, max, min and hypot (abs'(0) = 0, a max/min tie
-splits 1/2 and 1/2, hypot'(0, 0) = (0, 0)), and x itself on clip's closed interval
-(the value there is x, so the derivative is 1).
+At a kink an op's partials are a deliberate choice (``docs/writing-functions.md``,
+"Conventions at kinks"): the minimum-norm subgradient of abs, max, min and hypot
+(abs'(0) = 0, a max/min tie splits 1/2 and 1/2, hypot'(0, 0) = (0, 0)), and x itself on
+clip's closed interval (the value there is x, so the derivative is 1).
 
 Derived operations (``square``, ``reciprocal``, ``log10`` ...) are written in terms of
 these primitives in ``ufuncs.py`` and add no rules.

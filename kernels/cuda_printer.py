@@ -16,8 +16,8 @@ NVRTC's compile time grows faster than the function's size, so a long tape is cu
 ``numba_compiled`` does); values crossing a segment boundary go through a local
 scratch array whose slots are reused once the values in them are dead. Many outputs
 of one constant value in one leaf (the zeros of a dense Hessian) are written by a loop
-over a table of their columns: 14,000 constant stores in straight-line code took NVVM and
-ptxas 80 s, the loop 4 s.
+over a table of their columns: NVVM and ptxas take far longer over thousands of constant
+stores in straight-line code than over the loop.
 
 A block instruction (``batchdiff.blocks``) is a segment of its own: loops over the
 block's values in the thread's scratch array (``unroll 1``: NVVM's time grows with
@@ -35,10 +35,11 @@ import numpy as np
 from .plan import Plan, Printer
 from .printing import c_literal
 
-# Statements per segment function. Measured with nvcc -cubin (NVRTC and ptxas work):
-# a 44,000-op reverse-mode Hessian compiles in 64 s as one function, 35 s in segments
-# of 1000 and 100+ s in segments of 200 (more values cross the boundaries); a
-# 6,000-op dense Hessian in 21 s, 12 s and 9 s.
+# Statements per segment function. NVVM's and ptxas's time grows faster than a function's
+# size, so long tapes are cut; but smaller segments send more values across their
+# boundaries through scratch memory. Timed with nvcc -cubin on large reverse-mode and
+# dense Hessians, segments of 1000 statements compiled faster than one function or
+# segments of 200.
 SEGMENT = 1000
 TABLE_MIN = 8          # constant outputs of one value written by a loop over a table
 

@@ -14,12 +14,10 @@ The source depends on the tape, the dtype and which inputs are shared, never on 
 batch size, so a new batch size reuses the compiled kernel.
 
 A kernel has one entry point, ``run_serial``; a parallel call runs it on a share of the
-points in each of ``numba.get_num_threads()`` threads (it releases the GIL). A Numba
-``prange`` entry point compiled every function of the kernel a second time, inside the
-parallel region: it doubled the compile (the 64-wide tanh MLP's input Hessian: 10 of
-35 s; ``python benchmarks/block_compile_time.py``) and ran no faster (Rosenbrock-10
-Hessian, 2-link arm Jacobian, Lennard-Jones gradient at 10^3 to 10^5 points: within 15 %
-either way, ad hoc).
+points in each of ``numba.get_num_threads()`` threads (it releases the GIL). There is no
+Numba ``prange`` entry point: Numba would compile every function of the kernel a second
+time, inside the parallel region, which doubles the compile time of large kernels, and
+it runs no faster than the threads do.
 """
 from __future__ import annotations
 
@@ -36,18 +34,15 @@ from .vector_math import FUNCTIONS, TRIG_OPS
 
 SEGMENT = 250          # statements per segment function
 # Tiled kernels (SIMD across points, ``numba_printers.TiledPrinter``) are chosen for tapes
-# of at least this many operations per output stored: compute-bound tapes. Into a reused buffer at
-# 10^5 points (python benchmarks/tiled_kernels.py, benchmarks/results/tiled.md) they ran
-# 3.6-4.9x faster on a tanh MLP's input Hessian (318 ops per store), 5.0x on its gradient
-# (203), 6.0x on a sin chain (124), 3.1-4.0x on the 2-link arm, 1.2-2.4x on the
-# Lennard-Jones Hessian (13), but 0.67-1.35x on the output-bound Rosenbrock-10 Hessian,
-# 0.9-1.0x on Rosenbrock-100's and 0.67-0.94x on the Lorenz-96 Jacobian (at most 5 ops
-# per store), whose time goes to stores. They compile
-# 2.3-2.8x slower, and a tiled tanh, sin or cos compiles like INLINED_OPS instructions
-# (benchmarks/results/numba_compile.md: 19-24x on a sin chain). None: never tile.
+# of at least this many operations per output stored: compute-bound tapes, which run
+# several times faster tiled (a tanh MLP's gradient and input Hessian, a sin chain, the
+# 2-link arm: benchmarks/results/tiled.md). Tapes with at most 5 operations per output
+# stored (the Rosenbrock Hessians, the Lorenz-96 Jacobian) spend their time on stores and
+# run about as fast either way, and a tiled kernel compiles slower, its tanh, sin or cos
+# like INLINED_OPS instructions (benchmarks/results/numba_compile.md). None: never tile.
 TILED_MIN_OPS_PER_STORE = 10
-# A tanh, sin or cos counts as LIBM_WEIGHT ops: a point kernel calls libm, 12-16 ns against
-# about 1 ns for arithmetic, where a tiled one has its own that vectorise
+# A tanh, sin or cos counts as LIBM_WEIGHT ops: a point kernel calls libm, about ten times
+# the cost of an arithmetic operation, where a tiled one has its own that vectorise
 # (benchmarks/results/tiled_math.md); so the arm (9 ops, 4 of them sin or cos, 4 stores)
 # is tiled.
 LIBM_WEIGHT = 10
@@ -59,14 +54,15 @@ LIBM_WEIGHT = 10
 TILED_SEGMENT = 100
 COMPILE_SECONDS_PER_OP = 4e-3   # compile time per instruction (compile_seconds)
 TILED_COMPILE_FACTOR = 2.7
-# the sin chain's tiled gradient (benchmarks/problems.chain(125): 989 ops, 125 sin, 125
-# cos) took 81 s to compile without its redo segments, 108 s with them: one ad-hoc
-# measurement, the first call with an empty BATCHDIFF_CACHE_DIR, the redo segments
-# removed by patching numba_printers.TiledPrinter (no committed script measures it)
+# the segments that redo a tile with libm (a sin or cos argument beyond TRIG_MAX) add about
+# a third to the compile time of a tiled tape with sin or cos: an estimate from the sin
+# chain's tiled gradient (benchmarks/problems.chain(125): 989 ops, 125 sin, 125 cos),
+# compiled with and without them
 INLINED_OPS = 28
 TRIG_REDO_FACTOR = 1.35
-# A kernel with blocks: the tanh MLP 3-64-64-64-1's gradient (25 instructions) compiled in
-# 9 s, its input Hessian (89) in 24 s (benchmarks/results/block_sweep.md)
+# A kernel with blocks compiles in a time that grows with its instructions, not with the
+# blocks' sizes: a tanh MLP's gradient (25 instructions) and input Hessian (89) at widths
+# 16 to 32 (python benchmarks/block_crossover.py)
 BLOCK_COMPILE_SECONDS = 4.0
 BLOCK_COMPILE_SECONDS_PER_OP = 0.22
 def print_kernel(tape, dtype, sources, widths=None, segment=None, tiled=None) -> str:
@@ -105,11 +101,18 @@ def is_tiled(tape, widths=None) -> bool:
 
 
 def compile_seconds(tape, widths=None) -> float:
-    """About how long compiling the tape's kernel takes on this machine (2-core VM,
-    ``benchmarks/results/numba_compile.md``: 3.9-4.5 ms per instruction, 2.3-3x that tiled;
-    a tiled kernel's tanh, sin or cos, inlined, compiles like ``INLINED_OPS`` instructions,
-    and sin and cos add the segments that redo a tile with libm; a tape with blocks,
-    ``BLOCK_COMPILE_SECONDS`` and ``BLOCK_COMPILE_SECONDS_PER_OP``)."""
+    """About how long compiling the tape's kernel takes on the project's 2-core machine:
+    ``COMPILE_SECONDS_PER_OP`` per instruction, ``TILED_COMPILE_FACTOR`` times that tiled
+    (``benchmarks/results/numba_compile.md``); a tiled kernel's tanh, sin or cos, inlined,
+    compiles like ``INLINED_OPS`` instructions, and sin and cos add the segments that redo
+    a tile with libm; a tape with blocks, ``BLOCK_COMPILE_SECONDS`` and
+    ``BLOCK_COMPILE_SECONDS_PER_OP``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> tape = bd.hessian(lambda v: np.sum(v ** 4)).tape(np.ones((1, 3)))
+    >>> 0 < compile_seconds(tape) < 1
+    True
+    """
     if tape.has_blocks:
         return BLOCK_COMPILE_SECONDS + BLOCK_COMPILE_SECONDS_PER_OP * tape.num_ops
     if not is_tiled(tape, widths):

@@ -8,16 +8,18 @@ ready without making a call wait (``warmup``):
 2. the replay interpreter, if it is loaded or compiled on disk (once per machine);
 3. the NumPy reference interpreter, on a machine where nothing is compiled yet, and in
    a process that has loaded no kernel yet for a call it finishes sooner than loading
-   one takes (about 0.3 s: Numba and LLVM start): the kernels load in a thread meanwhile.
+   one takes (importing Numba, starting LLVM): the kernels load in a thread meanwhile.
 
 The replay interpreter is compiled in the background the first time it is missing.
-A compiled kernel is worth its compile time (about 4 ms per op, once, cached on disk)
+A compiled kernel is worth its compile time (``numba_compiled.compile_seconds``, once,
+cached on disk)
 when it is compiled on disk already; when the tape is small enough (``COMPILE_MAX_OPS``)
 and the work is large: a batch of ``COMPILE_MIN_POINTS`` points, or that many summed
 over the calls with this tape; or, for a longer tape, once replay has spent on it as
 much time as compiling would take (``_worth_compiling``). Then it is compiled in the
 background while replay serves the calls. The constants were chosen from
-``benchmarks/compare.py`` and the asv suite (README, "Choosing the executor").
+``benchmarks/compare.py``, ``benchmarks/crossover.py`` and the asv suite
+(``docs/executors.md``, "Choosing the executor").
 
 "Compiled on disk" is only a marker file's word: auto loads a kernel without letting
 Numba compile (``cache.load(wait=False)``), and a kernel whose machine code turns out
@@ -54,11 +56,10 @@ COMPILE_MIN_POINTS = 200_000
 # threads, splitting the work) that a cheap tape's small batch does not repay. Until a
 # call of a tape has been timed, its batches run in parallel from PARALLEL_MIN_POINTS
 # points (smaller ones run serially, and are timed); after, when the time they would
-# take serially is at least PARALLEL_MIN_SECONDS. On this 2-core machine a parallel
-# call starts in 0.08-0.12 ms, and serial and parallel calls of compiled kernels broke
-# even at 0.2-0.9 ms of serial work over five tapes (2-link arm Jacobian to
-# Lennard-Jones Hessian, 512 to 65,536 points: benchmarks/parallel_crossover.py); the old fixed 2,048 points ran the
-# arm's and Rosenbrock gradient's batches of 2k-32k points 1.4-3x slower in parallel.
+# take serially is at least PARALLEL_MIN_SECONDS. Serial and parallel calls of compiled
+# kernels break even at a fraction of a millisecond of serial work, which a cheap tape
+# reaches only at tens of thousands of points (python benchmarks/parallel_crossover.py,
+# benchmarks/results/parallel.md).
 PARALLEL_MIN_POINTS = 32768
 PARALLEL_MIN_SECONDS = 5e-4
 TIMED_MIN_POINTS = 256       # smaller calls teach nothing: their overheads would decide

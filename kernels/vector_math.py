@@ -6,14 +6,11 @@ needs an SVML-patched LLVM that the pip build of llvmlite lacks. These are writt
 plain arithmetic, branch-free, and inlined into the loops, so that each lane of a SIMD
 register computes one point.
 
-Numba inlines them (``inline="always"``), at a price in compile time: the tiled gradient
-of ``problems.chain(125)`` (250 ``sin`` and ``cos``) compiled in 93.6 s, and in 33.7 s
-with plain ``@njit`` functions left for LLVM to inline when it links the module
-(``python benchmarks/numba_compile_time.py --sizes 125``). But LLVM left some calls in
-the loops, which then stay scalar: with plain functions ``benchmarks/float32_speed.py``
-gave 21.1 ms against 5.3 ms for the MLP gradient (``_tanh``) and 29.9 against 23.4 ms for
-the sin chain in float64, so the functions stay inlined by Numba. Their accuracy is tested against NumPy in
-``tests/test_executors.py`` and measured, with their speed, by
+Numba inlines them (``inline="always"``), at a price in compile time
+(``python benchmarks/numba_compile_time.py``). Plain ``@njit`` functions, left for LLVM
+to inline when it links the module, compile faster, but LLVM leaves some of the calls in
+the loops, which then stay scalar and run several times slower. Their accuracy is tested
+against NumPy in ``tests/test_executors.py`` and measured, with their speed, by
 ``python benchmarks/tiled_math.py`` (``benchmarks/results/tiled_math.md``).
 """
 

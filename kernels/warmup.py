@@ -11,8 +11,9 @@ No process is started while another process holds the kernel's compile lock (it 
 compiling it already), and a kernel whose compiler failed is tried again only once.
 
 In a fresh process with a warm cache, loading the first kernel costs more than most
-small calls: importing Numba and starting LLVM to load cached machine code takes about
-0.3 s. So a call that the NumPy interpreter finishes sooner than that (``numpy_seconds``)
+small calls: importing Numba and starting LLVM to load cached machine code
+(``LOAD_SECONDS``). So a call that the NumPy interpreter finishes sooner than that
+(``numpy_seconds``)
 runs there, while a thread loads the kernels from disk (``preload``) for the calls
 that follow.
 
@@ -31,19 +32,20 @@ import numpy as np
 from . import bounded, cache
 
 ATTEMPTS = 2             # background compiles of one kernel, before calls stop asking
-# Loading the first kernel of a process (Numba, LLVM, cached machine code) takes about
-# 0.3 s here (README, "Start-up and compile time"); a call the NumPy interpreter is
-# expected to finish sooner runs there while the kernels load in a thread.
+# Loading the first kernel of a process (Numba, LLVM, cached machine code), in seconds
+# (the asv benchmark bench_coldstart times a first call; docs/performance.md, "Start-up");
+# a call the NumPy interpreter is expected to finish sooner runs there while the kernels
+# load in a thread.
 LOAD_SECONDS = 0.25
-# The NumPy interpreter's time per point at 10^5 points on this machine: about 1 ns per
-# instruction and 7 ns per output (each output is one more strided copy); the estimate
-# was 0.8-3.6x the measured time over the benchmark problems, mostly above it
-# (python benchmarks/numpy_interpreter.py).
+# The NumPy interpreter's time per point at 10^5 points on the project's 2-core machine:
+# about 1 ns per instruction and 7 ns per output (each output is one more strided copy);
+# the estimate is compared with the measured time on the benchmark problems by
+# python benchmarks/numpy_interpreter.py (benchmarks/results/numpy_interpreter.md).
 NUMPY_SECONDS_PER_OP = 1e-9
 NUMPY_SECONDS_PER_OUTPUT = 7e-9
-# A block's multiply-add in a matrix product (BLAS): the 64-wide tanh MLP's input Hessian
-# (74,000 multiply-adds and 4,700 element ops a point) took 8.6 us a point
-# (benchmarks/results/block_sweep.md).
+# A block's multiply-add in a matrix product (BLAS), per point: a fraction of an
+# instruction's time (python benchmarks/block_sweep.py times the NumPy interpreter on
+# tanh networks).
 NUMPY_SECONDS_PER_PRODUCT = 5e-11
 
 _processes = bounded.LRU(bounded.MAX_TAPES)  # (name, dtype) -> latest compiler started

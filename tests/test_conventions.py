@@ -1,8 +1,8 @@
-"""The conventions at kinks (README, "Conventions at kinks"), on every CPU executor.
+"""The conventions at kinks (docs/writing-functions.md), on every CPU executor.
 
 Where a function has no derivative, batchdiff's partials are a choice; each one below
 is checked on the reference interpreter and on both Numba executors, first and second
-derivatives. The oracles: the definition in the README table, written out here as
+derivatives. The oracles: the definition in the guide's table, written out here as
 numbers; central differences of the plain NumPy function, which give the symmetric
 conventions exactly (the mean of the two one-sided derivatives: abs, max, min, hypot);
 the one-sided difference from inside the interval for clip; closed forms and central
@@ -44,7 +44,7 @@ ORIGIN, ONES, SMOOTH = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.3, -0.7, 0.9]
 POINTS = np.array([ORIGIN, ONES, SMOOTH])
 R2, R3 = np.sqrt(2.0), np.sqrt(3.0)
 
-# The README table, as Jacobian rows d out / d (a, b, c) at the two kink points.
+# The guide's table, as Jacobian rows d out / d (a, b, c) at the two kink points.
 TABLE = {
     0: {"origin": [0, 0, 0], "ones": [1, 0, 0]},
     1: {"origin": [0.5, 0.5, 0], "ones": [0.5, 0.5, 0]},

@@ -4,7 +4,7 @@ A user who runs ``pip install batchdiff`` (or ``pip install .``) gets the wheel,
 source tree. These tests check the package list in ``pyproject.toml`` against the packages
 on disk, then build the wheel from a copy of the tree, unpack it into a folder of its own,
 and import every module of ``batchdiff`` from there, in a process that does not see the
-source tree, and run both command lines documented in the README.
+source tree, and run both command lines the README and the guide document.
 """
 import os
 import pathlib
