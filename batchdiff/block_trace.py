@@ -31,12 +31,12 @@ from .graph import Var
 # A product with a constant m x k matrix becomes a block instruction when it has at least
 # LINEAR_MIN entries or LINEAR_MIN_ROWS rows (a long result would be as many scalar
 # chains downstream), or when the traced operand is block-backed already; else it is
-# unrolled into scalar multiply-adds, which run faster for small matrices: SIMD across
-# points with every value in a register. On tanh MLPs (python
+# unrolled into scalar multiply-adds, which run as fast or faster for small matrices:
+# SIMD across points with every value in a register. On tanh MLPs (python
 # benchmarks/block_crossover.py, benchmarks/results/block_crossover.md) unrolled kernels
-# ran as fast as blocks at 16 x 16 products with 3 inputs and twice as fast with 8
-# (the Hessian's 8 directions are 8 small products each), level at 23 x 23, and blocks
-# won from 32 x 32 (1.2x the gradient, 1.6x the Hessian), compiling 3-13x sooner.
+# ran as fast as blocks at 16 x 16 products with 3 inputs and 1.8x as fast with 8 (the
+# Hessian's 8 directions are 8 small products each), within 10% at 23 x 23, and blocks
+# won from 32 x 32 (1.2x the gradient, 1.6x the Hessian), compiling 3-12x sooner.
 LINEAR_MIN = 512
 LINEAR_MIN_ROWS = 32
 
