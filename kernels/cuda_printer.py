@@ -131,6 +131,7 @@ class _CudaPrinter(Printer):
         self.nx = sum(1 for kind, _ in sources if kind == "x")
         self.tables = {}        # (literal, leaf) -> (table name, columns)
         self.block_tables = {}  # name -> values: matrices and block constants
+        self.table_names = {}   # values' bytes -> the name of their table
         for value, j, columns in self.constant_outputs():
             if len(columns) >= TABLE_MIN:
                 self.tables[value, j] = (f"{prefix}outputs{len(self.tables)}", columns)
@@ -160,9 +161,12 @@ class _CudaPrinter(Printer):
 
     # -- block segments: loops over a block's values in the scratch array ---------------
     def table(self, node, values) -> str:
-        """The ``__device__ const`` table of ``values`` for ``node`` (``source`` prints it)."""
-        name = f"{self.prefix}c{node}"
-        self.block_tables[name] = np.asarray(values, dtype=np.float64).ravel()
+        """The ``__device__ const`` table of ``values`` for ``node`` (``source`` prints it);
+        one table per distinct array (a Hessian's directions share their matrices)."""
+        flat = np.asarray(values, dtype=np.float64).ravel()
+        key = flat.tobytes()
+        name = self.table_names.setdefault(key, f"{self.prefix}c{node}")
+        self.block_tables[name] = flat
         return name
 
     def element(self, node, i="i") -> str:

@@ -233,6 +233,7 @@ class TiledPrinter(NumbaPrinter):
         self.exact = False      # printing the segments that redo a flagged tile with libm
         self.tile = tile_points(dtype)
         self.block_constants: dict = {}     # module global name -> array (block segments)
+        self.global_names: dict = {}        # (prefix, Array) -> its global's name
 
     def load(self, kind, index):
         return f"w[{index * self.tile} + l]" if kind == "x" else f"s{index}"
@@ -324,9 +325,19 @@ class TiledPrinter(NumbaPrinter):
 
     def block_constant(self, node) -> str:
         """The module global holding block constant ``node`` (``constant_lines``)."""
-        name = f"_b{node}"
-        self.block_constants[name] = self.tape.instrs[node].value.array.ravel()
-        return name
+        value = self.tape.instrs[node].value
+        return self.global_array(value, f"_b{node}", value.array.ravel())
+
+    def global_array(self, key, name, array) -> str:
+        """The module global for constant ``key`` (an ``Array``): ``name`` holding
+        ``array`` the first time, that first name after. One global per distinct array:
+        Numba freezes each into the machine code, and a Hessian's directions multiply
+        by the same matrix."""
+        key = (name[:2], key)
+        if key not in self.global_names:
+            self.global_names[key] = name
+            self.block_constants[name] = array
+        return self.global_names[key]
 
     def block_segment(self, s) -> list:
         """The lines of block segment ``s`` (in its function, before ``indent``)."""
@@ -340,10 +351,11 @@ class TiledPrinter(NumbaPrinter):
         if ins.op == "linear":
             (i,) = seg
             W, g, h = ins.value
-            name = f"_W{i}"
-            self.block_constants[name] = W.array
-            return [f"_linear({name}, w, {self.cross_row + self.plan.slot[ins.args[0]]}, "
-                    f"{self.cross_row + self.plan.slot[i]}, {g}, {h}, {T})"]
+            name = self.global_array(W, f"_W{i}", W.array)
+            x, o = (self.cross_row + self.plan.slot[k] for k in (ins.args[0], i))
+            # the rows as run-time integers: literal ones would make Numba compile _linear
+            # once per call site (0.8 s each); g, h and the tile stay literal
+            return [f"_linear({name}, w, np.int64({x}), np.int64({o}), {g}, {h}, {T})"]
         if ins.op == "sum":
             (i,) = seg
             (a,) = ins.args
