@@ -11,7 +11,9 @@ array([[36., -6.]])
 import logging
 
 from . import numpy
-from .api import (Transformed, grad, hessian, hvp, jacobian, jvp, value_and_grad, vjp)
+from .api import (Transformed, gauss_newton, gauss_newton_step, grad, hessian, hvp, jacobian,
+                  jvp, newton_step, value_and_grad, value_and_hessian, value_and_jacobian,
+                  value_grad_and_hessian, vjp)
 from .errors import (BackendUnavailableError, BatchDiffError, CacheError, CacheWarning,
                      LeakedTracerError, ShapeError, TracerConversionError,
                      UnsupportedOperationError)
@@ -27,6 +29,8 @@ logging.getLogger("batchdiff").addHandler(logging.NullHandler())
 
 __all__ = [
     "grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp",
+    "value_and_jacobian", "value_and_hessian", "value_grad_and_hessian",
+    "newton_step", "gauss_newton_step", "gauss_newton",
     "stop_gradient", "detach", "numpy", "Tape", "Transformed", "SparseResult", "Pattern",
     "check_grads", "GradcheckError",
     "BatchDiffError", "TracerConversionError", "UnsupportedOperationError",

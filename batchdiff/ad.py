@@ -202,7 +202,8 @@ def jacobian_tape(tape: Tape, wrt, mode: str = "auto", with_value: bool = False)
     return g.finish(outs)
 
 
-def hessian_tape(tape: Tape, wrt, mode: str = "auto") -> tuple[Tape, dict]:
+def hessian_tape(tape: Tape, wrt, mode: str = "auto", with_value: bool = False,
+                 with_gradient: bool = False) -> tuple[Tape, dict]:
     """Second derivatives of every output, upper triangle only.
 
     Returns ``(tape, index)`` where ``index[(j, a, b)]`` (a <= b) is the output position
@@ -210,21 +211,28 @@ def hessian_tape(tape: Tape, wrt, mode: str = "auto") -> tuple[Tape, dict]:
     hyper-dual numbers; reverse: forward-over-reverse), the outer one in forward mode
     with one direction per input; entries below the diagonal are never output, so dead
     code elimination drops the work only they need.
+
+    With ``with_value`` the original outputs come first, then with ``with_gradient`` the
+    Jacobian (row-major, as ``jacobian_tape``), then the second derivatives: the value
+    and first derivatives are nodes the second derivatives compute anyway.
     """
     if mode == "auto":
-        return min((hessian_tape(tape, wrt, m) for m in ("forward", "reverse")),
-                   key=lambda r: r[0].cost)
-    inner = jacobian_tape(tape, wrt, mode)
+        return min((hessian_tape(tape, wrt, m, with_value, with_gradient)
+                    for m in ("forward", "reverse")), key=lambda r: r[0].cost)
+    inner = jacobian_tape(tape, wrt, mode, with_value=True)
     g, vals, _ = _start(inner)
     one = g.const(1.0)
     tans = forward(g, inner, vals, [{k: one} for k in wrt])
     n, m = len(wrt), len(tape.outputs)
-    outs, index = [], {}
+    outs = [vals[inner.outputs[j]] for j in range(m)] if with_value else []
+    if with_gradient:
+        outs += [vals[inner.outputs[m + k]] for k in range(m * n)]
+    index = {}
     for j in range(m):
         for a in range(n):
             for b in range(a, n):
                 index[(j, a, b)] = len(outs)
-                outs.append(_zero_if_none(g, tans[b][j * n + a]))
+                outs.append(_zero_if_none(g, tans[b][m + j * n + a]))
     return g.finish(outs), index
 
 

@@ -329,6 +329,148 @@ def hessian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"
                        triangle)
 
 
+def value_and_jacobian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto",
+                       sparse=False):
+    """``(f(X), jacobian(f)(X))`` from one tape and one kernel.
+
+    The value costs next to nothing: the Jacobian's tape computes it anyway. What a
+    Newton step or a least-squares solver wants, ``F`` and ``J`` together. With
+    ``sparse=True`` the Jacobian is a ``SparseResult`` (the value stays dense). Options
+    ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> F = lambda x: np.stack([x[0] ** 2, x[0] * x[1]])
+    >>> y, J = bd.value_and_jacobian(F)(np.array([[2.0, 3.0]]))
+    >>> y
+    array([[4., 6.]])
+    >>> J
+    array([[[4., 0.],
+            [3., 2.]]])
+    """
+    return Transformed(f, "value_and_jacobian", argnums, in_axes, backend, method, mode,
+                       sparse)
+
+
+def value_and_hessian(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto",
+                      sparse=False, triangle="full"):
+    """``(f(X), hessian(f)(X))`` from one tape and one kernel.
+
+    Options as ``hessian`` (``sparse``, ``triangle`` apply to the Hessian);
+    ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> value, H = bd.value_and_hessian(lambda v: v[0] ** 2 * v[1])(np.array([[1.0, 2.0]]))
+    >>> value
+    array([2.])
+    >>> H
+    array([[[4., 2.],
+            [2., 0.]]])
+    """
+    return Transformed(f, "value_and_hessian", argnums, in_axes, backend, method, mode,
+                       sparse, triangle)
+
+
+def value_grad_and_hessian(f, argnums=0, *, in_axes=0, backend=None, method="auto",
+                           mode="auto", sparse=False, triangle="full"):
+    """``(f(X), grad(f)(X), hessian(f)(X))`` of a scalar function from one tape and one
+    kernel: what a Newton or trust-region minimiser needs at each point.
+
+    Options as ``hessian`` (``sparse``, ``triangle`` apply to the Hessian);
+    ``argnums, in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> f = lambda v: v[0] ** 2 * v[1]
+    >>> value, g, H = bd.value_grad_and_hessian(f)(np.array([[1.0, 2.0], [3.0, 1.0]]))
+    >>> value
+    array([2., 9.])
+    >>> g
+    array([[4., 1.],
+           [6., 9.]])
+    >>> H[1]
+    array([[2., 6.],
+           [6., 0.]])
+    """
+    return Transformed(f, "value_grad_and_hessian", argnums, in_axes, backend, method, mode,
+                       sparse, triangle)
+
+
+def newton_step(F, argnums=0, *, damped=False, in_axes=0, backend=None, method="auto",
+                mode="auto"):
+    """The Newton step ``-J(x)⁻¹ F(x)`` of a square system at every point, shaped like x.
+
+    J is formed and factorised inside the kernel (Gaussian elimination with partial
+    pivoting, straight-line code: ``batchdiff.linsolve``), so it never goes to memory.
+    With ``damped=True`` the call takes a damping λ after F's arguments, one per point
+    ``(B,)`` or one number for all, and the step is ``-(J + λI)⁻¹ F``. A point whose
+    system is singular or holds a non-finite number gets NaN. Options ``argnums,
+    in_axes, backend, method, mode`` (the Jacobian's): see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> F = lambda x: np.stack([x[0] ** 2 - 4.0, x[0] * x[1] - 2.0])
+    >>> step = bd.newton_step(F)
+    >>> x = np.array([[1.0, 1.0], [3.0, 0.5], [0.0, 0.0]])    # J is singular at (0, 0)
+    >>> step(x)
+    array([[ 1.5       , -0.5       ],
+           [-0.83333333,  0.30555556],
+           [        nan,         nan]])
+    >>> for _ in range(6):
+    ...     x = x + step(x)
+    >>> x[:2]
+    array([[2., 1.],
+           [2., 1.]])
+    >>> bd.newton_step(F, damped=True)(np.array([[1.0, 1.0]]), 1.0)   # -(J + I)⁻¹ F
+    array([[1., 0.]])
+    """
+    kind = "damped_newton_step" if damped else "newton_step"
+    return Transformed(F, kind, argnums, in_axes, backend, method, mode)
+
+
+def gauss_newton_step(r, argnums=0, *, damped=False, in_axes=0, backend=None, method="auto",
+                      mode="auto"):
+    """The Gauss–Newton step ``-(JᵀJ)⁻¹ Jᵀr`` of a least-squares residual at every point.
+
+    r maps n parameters to m residuals (m >= n); JᵀJ and Jᵀr are formed and solved inside
+    the kernel. With ``damped=True`` the call takes λ after r's arguments (per point
+    ``(B,)`` or one number) and the step is Levenberg–Marquardt's ``-(JᵀJ + λI)⁻¹ Jᵀr``.
+    A singular or non-finite system gives NaN for that point. Options ``argnums,
+    in_axes, backend, method, mode``: see ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> t = np.linspace(0.0, 1.0, 5)
+    >>> r = lambda p: p[0] * np.exp(p[1] * t) - 2.0 * np.exp(-t)     # fit 2 exp(-t)
+    >>> p = np.array([[1.0, 0.0], [3.0, -2.0]])
+    >>> for _ in range(8):
+    ...     p = p + bd.gauss_newton_step(r)(p)
+    >>> np.round(p, 12)
+    array([[ 2., -1.],
+           [ 2., -1.]])
+    """
+    kind = "damped_gauss_newton_step" if damped else "gauss_newton_step"
+    return Transformed(r, kind, argnums, in_axes, backend, method, mode)
+
+
+def gauss_newton(r, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
+    """``(r(x), JᵀJ, Jᵀr)`` of a least-squares residual at every point, from one kernel.
+
+    ``JᵀJ`` is ``(B, n, n)`` (for several argnums, blocks as ``hessian``'s), ``Jᵀr``
+    shaped like x: the Gauss–Newton model ``½|r|² + (Jᵀr)·s + ½ sᵀ(JᵀJ)s`` for a solver
+    of your own. Options ``argnums, in_axes, backend, method, mode``: see
+    ``batchdiff.api``.
+
+    >>> import numpy as np, batchdiff as bd
+    >>> r = lambda p: np.stack([p[0] - 1.0, 10.0 * (p[1] - p[0] ** 2)])
+    >>> res, JtJ, Jtr = bd.gauss_newton(r)(np.array([[1.0, 0.5]]))
+    >>> res
+    array([[ 0., -5.]])
+    >>> JtJ
+    array([[[ 401., -200.],
+            [-200.,  100.]]])
+    >>> Jtr
+    array([[100., -50.]])
+    """
+    return Transformed(r, "gauss_newton", argnums, in_axes, backend, method, mode)
+
+
 def jvp(f, argnums=0, *, in_axes=0, backend=None, method="auto", mode="auto"):
     """Jacobian-vector product: ``jvp(f)(X, V)`` is ``(f(X), J·V)``.
 

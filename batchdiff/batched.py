@@ -22,6 +22,9 @@ from .sparse import SparseResult
 from .transforms import KINDS, TRANSFORMS, Program, _unpack, build_program
 
 
+HESSIANS = ("hessian", "value_and_hessian", "value_grad_and_hessian")
+
+
 def _check_mode(mode):
     if mode not in ad.MODES:
         raise ValueError(f"mode={mode!r}: use one of {ad.MODES}")
@@ -33,9 +36,10 @@ def _check_sparse(kind, sparse, triangle, single):
         raise TypeError(f"sparse must be True or False, got {sparse!r}")
     if triangle not in ("full", "upper"):
         raise ValueError(f"triangle={triangle!r}: use 'full' or 'upper'")
-    if triangle == "upper" and not (sparse and kind == "hessian"):
+    if triangle == "upper" and not (sparse and kind in HESSIANS):
         raise ValueError("triangle='upper' stores half of a sparse Hessian: it goes with "
-                         "bd.hessian(f, sparse=True, triangle='upper')")
+                         "bd.hessian(f, sparse=True, triangle='upper') (or value_and_hessian, "
+                         "value_grad_and_hessian)")
     if triangle == "upper" and not single:
         raise ValueError("triangle='upper' needs one differentiated argument (argnums an "
                          "int): the blocks of a Hessian in several arguments are not "
@@ -75,7 +79,7 @@ class BatchedTransform:
     def n_extra(self) -> int:
         """How many arguments after f's own: tangents (jvp, hvp) or a cotangent (vjp)."""
         extra = TRANSFORMS[self.kind].extra
-        return len(self.argnums) if extra == "tangent" else 1 if extra == "cotangent" else 0
+        return len(self.argnums) if extra == "tangent" else 1 if extra else 0
 
     def _split(self, args):
         n_f = len(args) - self.n_extra
@@ -110,6 +114,8 @@ class BatchedTransform:
         """Tangents / cotangent as input blocks, checked against the shapes they must have."""
         if TRANSFORMS[self.kind].extra == "cotangent":
             shapes, what = [prog.out_shape], "cotangent (shaped like the function's output)"
+        elif TRANSFORMS[self.kind].extra == "damping":
+            shapes, what = [()], "damping λ (one number per point, or one for all)"
         else:
             shapes = [batch.shapes[i] for i in self._argnums(len(batch.shapes))]
             what = "tangent (shaped like the argument it goes with)"

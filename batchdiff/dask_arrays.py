@@ -60,7 +60,7 @@ import numpy as np
 from . import batching, kernels
 from .batched import BatchedTransform
 from .sparse import Pattern, SparseBatch, SparseResult
-from .transforms import Program, _unpack
+from .transforms import TRANSFORMS, Program, _unpack
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +141,12 @@ def stand_in(x):
 
 
 def _extra_shapes(transformed, batch, prog):
-    """Per-point shapes of the tangents (jvp, hvp) or the cotangent (vjp)."""
-    if transformed.kind == "vjp":
+    """Per-point shapes of the tangents (jvp, hvp), the cotangent (vjp) or the damping λ."""
+    extra = TRANSFORMS[transformed.kind].extra
+    if extra == "cotangent":
         return [prog.out_shape]
+    if extra == "damping":
+        return [()]
     if transformed.n_extra:
         return [batch.shapes[i] for i in transformed._argnums(len(batch.shapes))]
     return []

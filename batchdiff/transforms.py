@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import ad
+from . import ad, steps
 from .errors import ShapeError
 from .graph import Tape
 from .simplify import strip_stops
@@ -130,6 +130,10 @@ class _Traced:
             [[0], np.cumsum([self.sizes[i] for i in argnums])]).astype(int)
         self.m = len(tape.outputs)
 
+    def value(self):
+        """The leaf of f's own value: the first ``m`` outputs, shaped like f's output."""
+        return np.arange(self.m).reshape(self.out_shape)
+
     def per_arg(self, first):
         """A leaf per argnum, shaped like it: positions first + wrt offset + element index."""
         return tuple(first + self.wrt_off[a] + np.arange(self.sizes[i]).reshape(self.shapes[i])
@@ -146,48 +150,92 @@ class _Traced:
 def _grad(t, with_value=False):
     dtape = ad.jacobian_tape(t.tape, t.wrt, "reverse", with_value=with_value)
     grads = t.per_arg(int(with_value))
-    return dtape, ((np.array(0), grads) if with_value else grads)
+    return dtape, ((t.value(), grads) if with_value else grads)
 
 
 def _value_and_grad(t):
     return _grad(t, with_value=True)
 
 
-def _jacobian(t):
-    dtape = ad.jacobian_tape(t.tape, t.wrt, t.mode)
+def _jacobian(t, with_value=False):
+    dtape = ad.jacobian_tape(t.tape, t.wrt, t.mode, with_value=with_value)
+    jac = _jacobian_leaves(t, t.m if with_value else 0)
+    return dtape, ((t.value(), jac) if with_value else jac)
+
+
+def _jacobian_leaves(t, first):
+    """The Jacobian's leaf per argnum, its outputs from position ``first`` on."""
     n, m = len(t.wrt), t.m
-    return dtape, tuple(
-        t.stored((np.arange(m)[:, None] * n + t.wrt_off[a] + np.arange(t.sizes[i])[None, :])
-                 .reshape(t.out_shape + t.shapes[i]), m, t.sizes[i])
+    return tuple(
+        t.stored((first + np.arange(m)[:, None] * n + t.wrt_off[a]
+                  + np.arange(t.sizes[i])[None, :]).reshape(t.out_shape + t.shapes[i]),
+                 m, t.sizes[i])
         for a, i in enumerate(t.argnums))
 
 
-def _hessian(t):
-    dtape, index = ad.hessian_tape(t.tape, t.wrt, t.mode)
+def _value_and_jacobian(t):
+    return _jacobian(t, with_value=True)
+
+
+def _hessian(t, with_value=False, with_gradient=False):
+    dtape, index = ad.hessian_tape(t.tape, t.wrt, t.mode, with_value, with_gradient)
     n, m, off = len(t.wrt), t.m, t.wrt_off
     full = np.empty((m, n, n), dtype=int)
     for (j, a, b), pos in index.items():
         full[j, a, b] = full[j, b, a] = pos
-    return dtape, tuple(
+    hess = tuple(
         tuple(t.stored(full[:, off[a]:off[a + 1], off[c]:off[c + 1]]
                        .reshape(t.out_shape + t.shapes[i] + t.shapes[k]),
                        m * t.sizes[i], t.sizes[k])
               for c, k in enumerate(t.argnums))
         for a, i in enumerate(t.argnums))
+    lead = (t.value(),) if with_value else ()
+    if with_gradient:                   # a scalar f: its Jacobian is the gradient
+        lead += (t.per_arg(m if with_value else 0),)
+    return dtape, (lead + (hess,) if lead else hess)
+
+
+def _value_and_hessian(t):
+    return _hessian(t, with_value=True)
+
+
+def _value_grad_and_hessian(t):
+    return _hessian(t, with_value=True, with_gradient=True)
 
 
 def _jvp(t):
-    m = t.m
-    return ad.jvp_tape(t.tape, t.wrt), (np.arange(m).reshape(t.out_shape),
-                                        (m + np.arange(m)).reshape(t.out_shape))
+    return ad.jvp_tape(t.tape, t.wrt), (t.value(), t.m + t.value())
 
 
 def _vjp(t):
-    return ad.vjp_tape(t.tape, t.wrt), (np.arange(t.m).reshape(t.out_shape), t.per_arg(t.m))
+    return ad.vjp_tape(t.tape, t.wrt), (t.value(), t.per_arg(t.m))
 
 
 def _hvp(t):
     return ad.hvp_tape(t.tape, t.wrt), t.per_arg(0)
+
+
+def _newton(damped):
+    def build(t):
+        return steps.newton_tape(t.tape, t.wrt, t.mode, damped), t.per_arg(0)
+    return build
+
+
+def _gauss_newton_step(damped):
+    def build(t):
+        return steps.gauss_newton_tape(t.tape, t.wrt, t.mode, damped), t.per_arg(0)
+    return build
+
+
+def _gauss_newton(t):
+    dtape = steps.gauss_newton_tape(t.tape, t.wrt, t.mode, step=False)
+    n, m, off = len(t.wrt), t.m, t.wrt_off
+    full = m + np.arange(n * n).reshape(n, n)
+    JtJ = tuple(tuple(full[off[a]:off[a + 1], off[c]:off[c + 1]]
+                      .reshape(t.shapes[i] + t.shapes[k])
+                      for c, k in enumerate(t.argnums))
+                for a, i in enumerate(t.argnums))
+    return dtape, (t.value(), JtJ, t.per_arg(m + n * n))
 
 
 def _first(res):
@@ -203,9 +251,10 @@ class _Kind:
     """One transform: its builder, what it takes besides f's arguments, its results.
 
     ``build(traced)`` -> (derivative tape, nested tuples of output positions);
-    ``scalar``: f must return a scalar; ``extra``: "tangent" (one per argnum) or
-    "cotangent" (one) follow f's arguments in a call; ``collapse(results)`` is what a
-    call with an int ``argnums`` returns of the per-argnum tuples.
+    ``scalar``: f must return a scalar; ``extra``: "tangent" (one per argnum),
+    "cotangent" (one) or "damping" (one scalar λ) follow f's arguments in a call;
+    ``collapse(results)`` is what a call with an int ``argnums`` returns of the
+    per-argnum tuples.
     """
     build: Callable
     scalar: bool = False
@@ -217,10 +266,19 @@ TRANSFORMS = {
     "grad": _Kind(_grad, scalar=True),
     "value_and_grad": _Kind(_value_and_grad, scalar=True, collapse=_value_first),
     "jacobian": _Kind(_jacobian),
+    "value_and_jacobian": _Kind(_value_and_jacobian, collapse=_value_first),
     "hessian": _Kind(_hessian, collapse=lambda res: res[0][0]),
+    "value_and_hessian": _Kind(_value_and_hessian, collapse=lambda res: (res[0], res[1][0][0])),
+    "value_grad_and_hessian": _Kind(_value_grad_and_hessian, scalar=True,
+                                    collapse=lambda res: (res[0], res[1][0], res[2][0][0])),
     "jvp": _Kind(_jvp, extra="tangent", collapse=lambda res: res),
     "vjp": _Kind(_vjp, extra="cotangent", collapse=_value_first),
     "hvp": _Kind(_hvp, scalar=True, extra="tangent"),
+    "newton_step": _Kind(_newton(False)),
+    "damped_newton_step": _Kind(_newton(True), extra="damping"),
+    "gauss_newton_step": _Kind(_gauss_newton_step(False)),
+    "damped_gauss_newton_step": _Kind(_gauss_newton_step(True), extra="damping"),
+    "gauss_newton": _Kind(_gauss_newton, collapse=lambda res: (res[0], res[1][0][0], res[2][0])),
 }
 KINDS = tuple(TRANSFORMS)
 

@@ -164,6 +164,13 @@ def _kernels(dtype):
         tape = getattr(bd, kind)(block_everything, backend="numpy").tape(points)
         assert tape.has_blocks
         kernels.append(Kernel(f"blocks.{kind}", tape, [points], BATCH, dtype))
+    # a solver step: pivoting by selects, NaN for singular and non-finite points
+    F = lambda v: np.stack([v[0] * v[1] - v[2], v[1] ** 2 + v[0], np.sin(v[2]) * v[0]])  # noqa: E731
+    tape = bd.newton_step(F, damped=True, backend="numpy").tape(good, good[:, 0])
+    steps = np.concatenate([good, BAD[:, :3]]).astype(dtype)[:BATCH]
+    steps[:3] = [[0.0, 0.0, 0.0], [np.nan, 1.0, 1.0], [np.inf, 0.5, 0.5]]
+    kernels.append(Kernel("newton_step.damped", tape, [steps, steps[:, :1] * 0.1], BATCH,
+                          dtype))
     return kernels
 
 
