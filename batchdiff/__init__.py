@@ -10,7 +10,7 @@ array([[36., -6.]])
 """
 import logging
 
-from . import numpy
+from . import numpy, scipy
 from .api import (Transformed, gauss_newton, gauss_newton_step, grad, hessian, hvp, jacobian,
                   jvp, newton_step, value_and_grad, value_and_hessian, value_and_jacobian,
                   value_grad_and_hessian, vjp)
@@ -21,6 +21,7 @@ from .gradcheck import GradcheckError, check_grads
 from .graph import Tape
 from .numpy import detach, stop_gradient
 from .sparse import Pattern, SparseResult
+from .terms import Terms
 
 __version__ = "0.1.0"
 
@@ -30,7 +31,7 @@ logging.getLogger("batchdiff").addHandler(logging.NullHandler())
 __all__ = [
     "grad", "value_and_grad", "jacobian", "hessian", "jvp", "vjp", "hvp",
     "value_and_jacobian", "value_and_hessian", "value_grad_and_hessian",
-    "newton_step", "gauss_newton_step", "gauss_newton",
+    "newton_step", "gauss_newton_step", "gauss_newton", "Terms",
     "stop_gradient", "detach", "numpy", "Tape", "Transformed", "SparseResult", "Pattern",
     "check_grads", "GradcheckError",
     "BatchDiffError", "TracerConversionError", "UnsupportedOperationError",
