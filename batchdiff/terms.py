@@ -46,6 +46,12 @@ class Terms:
     The residual vector has ``T * m`` entries, term by term; the Jacobian is a
     ``scipy.sparse.csr_array`` of shape ``(T * m, n_params)``. A term that reads one
     parameter twice (a repeated index) adds both derivatives into one entry.
+
+    >>> import numpy as np
+    >>> # three terms p_i * p_j - 1 over four parameters
+    >>> pairs = Terms(lambda p: p[0] * p[1] - 1.0, np.array([[0, 1], [1, 2], [2, 3]]), 4)
+    >>> pairs.n_terms, pairs.residuals(np.arange(4.0))
+    (3, array([-1.,  1.,  5.]))
     """
 
     def __init__(self, term, index, n_params, data=(), *, backend=None, method="auto"):
@@ -68,6 +74,7 @@ class Terms:
 
     @property
     def n_terms(self) -> int:
+        """T, the number of terms."""
         return self.index.shape[0]
 
     def _evaluate(self, params):
@@ -101,29 +108,67 @@ class Terms:
 
     def residuals(self, params) -> np.ndarray:
         """``r(params)``, shape ``(T * m,)``: what ``scipy.optimize.least_squares`` calls
-        ``fun``."""
+        ``fun``.
+
+        >>> import numpy as np
+        >>> Terms(lambda p: p[0] - 2.0, np.array([[0], [1]]), 2).residuals(np.ones(2))
+        array([-1., -1.])
+        """
         return self._evaluate(params)[0]
 
     def jacobian(self, params):
         """The sparse Jacobian ``(T * m, n_params)``, CSR (``least_squares``'s ``jac``).
 
         The values of the latest ``residuals`` call at the same ``params`` are reused:
-        one kernel gives both."""
+        one kernel gives both.
+
+        >>> import numpy as np
+        >>> t = Terms(lambda p: p[0] * p[1], np.array([[0, 1], [1, 2]]), 3)
+        >>> t.jacobian(np.array([1.0, 2.0, 3.0])).toarray()
+        array([[2., 1., 0.],
+               [0., 3., 2.]])
+        """
         return self._evaluate(params)[1]
 
     def residuals_and_jacobian(self, params):
-        """``(r, J)`` from one kernel."""
+        """``(r, J)`` from one kernel.
+
+        >>> import numpy as np
+        >>> r, J = Terms(lambda p: p[0] ** 2, np.array([[0], [1]]), 2).residuals_and_jacobian(
+        ...     np.array([1.0, 3.0]))
+        >>> r, J.toarray()
+        (array([1., 9.]), array([[2., 0.],
+               [0., 6.]]))
+        """
         return self._evaluate(params)
 
     def gauss_newton(self, params):
-        """``(r, JᵀJ, Jᵀr)``: JᵀJ a sparse ``(n_params, n_params)`` CSR matrix."""
+        """``(r, JᵀJ, Jᵀr)``: JᵀJ a sparse ``(n_params, n_params)`` CSR matrix.
+
+        >>> import numpy as np
+        >>> t = Terms(lambda p: p[0] - p[1], np.array([[0, 1], [1, 2]]), 3)
+        >>> r, JtJ, Jtr = t.gauss_newton(np.array([3.0, 1.0, 0.0]))
+        >>> JtJ.toarray(), Jtr
+        (array([[ 1., -1.,  0.],
+               [-1.,  2., -1.],
+               [ 0., -1.,  1.]]), array([ 2., -1., -1.]))
+        """
         r, J = self._evaluate(params)
         Jt = J.T.tocsr()
         return r, (Jt @ J).tocsr(), Jt @ r
 
     def jac_sparsity(self):
         """The Jacobian's structural non-zeros as a CSR matrix of ones (computed from one
-        term's tape: every term shares its pattern)."""
+        term's tape: every term shares its pattern), ``least_squares``'s ``jac_sparsity``.
+
+        >>> import numpy as np
+        >>> t = Terms(lambda p: np.stack([p[0], p[0] * p[1]]), np.array([[0, 1], [2, 1]]), 3)
+        >>> t.jac_sparsity().toarray()
+        array([[1., 0., 0.],
+               [1., 1., 0.],
+               [0., 0., 1.],
+               [0., 1., 1.]])
+        """
         import scipy.sparse
         if self._scatter is None:
             value, jac = self._vj(np.zeros((1, self.index.shape[1])),
