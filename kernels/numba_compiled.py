@@ -39,8 +39,10 @@ SEGMENT = 250          # statements per segment function
 # 2-link arm: benchmarks/results/tiled.md). Tapes with at most 5 operations per output
 # stored (the Rosenbrock Hessians, the Lorenz-96 Jacobian) spend their time on stores and
 # run about as fast either way, and a tiled kernel compiles slower, its tanh, sin or cos
-# like INLINED_OPS instructions (benchmarks/results/numba_compile.md). None: never tile.
-TILED_MIN_OPS_PER_STORE = 10
+# like INLINED_OPS instructions (benchmarks/results/numba_compile.md). The arm's value and
+# Jacobian (weighted 9.4 per store) run 2.5x faster tiled (benchmarks/fused.py). None:
+# never tile.
+TILED_MIN_OPS_PER_STORE = 9
 # A tanh, sin or cos counts as LIBM_WEIGHT ops: a point kernel calls libm, about ten times
 # the cost of an arithmetic operation, where a tiled one has its own that vectorise
 # (benchmarks/results/tiled_math.md); so the arm (9 ops, 4 of them sin or cos, 4 stores)
