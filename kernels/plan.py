@@ -38,9 +38,8 @@ from .printing import expression
 # ``select(fcmp(select(fcmp(c, x), c, x), c), ...)`` wrongly when both comparisons have
 # the same constant c: with ``v = np.maximum(1.0, x)``, ``np.where(v >= 1.0, v, 1.0)``
 # gave NaN at x = NaN, not 1.0, and ``np.maximum(0.0, x) > 0.0`` picked -0.0 at x = -0.0
-# (LLVM's instcombine alone does it to a four-instruction function; found by the
-# fuzzer, graph seed 99239). A comparison with a value the compiler cannot see folds
-# nothing.
+# (LLVM's instcombine alone does it to a four-instruction function). A comparison with a
+# value the compiler cannot see folds nothing.
 COMPARING_OPS = COMPARISONS | {"max", "min", "clip"}
 
 
