@@ -3,7 +3,8 @@
 - ``ivp_jacobian(fun)``: ``jac(t, y)`` for ``scipy.integrate.solve_ivp`` (Radau, BDF,
   LSODA), dense or CSR; ``ivp_jac_sparsity(fun, t0, y0)``: the pattern of J.
 - ``minimize_derivatives(fun)``: ``jac``, ``hess`` and ``hessp`` for
-  ``scipy.optimize.minimize``, as a dict to pass with ``**``.
+  ``scipy.optimize.minimize``, as a dict to pass with ``**``;
+  ``constraint_derivatives(fun)``: ``jac`` and ``hess`` for ``NonlinearConstraint``.
 - ``least_squares_jacobian(fun)``: a dense ``jac`` for ``scipy.optimize.least_squares``;
   for residuals made of many small terms, ``batchdiff.terms.Terms`` gives ``residuals``
   and a sparse ``jacobian``.
@@ -117,6 +118,51 @@ def minimize_derivatives(fun, *, backend=None, method="auto") -> dict:
         return Hv(*_one(x, *args, p))[0]
 
     return {"jac": jac, "hess": hess, "hessp": hessp}
+
+
+class _Weighted:
+    """``v · fun(x)``: the function whose Hessian is ``NonlinearConstraint``'s ``hess``."""
+
+    def __init__(self, fun):
+        self.fun = fun
+        self.__name__ = getattr(fun, "__name__", type(fun).__name__)
+
+    def __call__(self, x, v):
+        return (v * self.fun(x)).sum()
+
+
+def constraint_derivatives(fun, *, backend=None, method="auto") -> dict:
+    """``{"jac": ..., "hess": ...}`` of constraints ``fun(x)`` (m values), for
+    ``scipy.optimize.NonlinearConstraint(fun, lb, ub, **constraint_derivatives(fun))``.
+
+    ``jac(x)`` is the ``(m, n)`` Jacobian; ``hess(x, v)`` the ``(n, n)`` matrix
+    ``Σ v_i ∇²fun_i(x)``, as SciPy's ``trust-constr`` asks for it: the Hessian of
+    ``v · fun(x)``, one tape, never the m Hessians.
+
+    >>> import numpy as np
+    >>> from scipy.optimize import NonlinearConstraint, minimize
+    >>> circle = lambda x: np.stack([x[0] ** 2 + x[1] ** 2])
+    >>> d = constraint_derivatives(circle)
+    >>> d["hess"](np.array([1.0, 2.0]), np.array([3.0]))
+    array([[6., 0.],
+           [0., 6.]])
+    >>> on_circle = NonlinearConstraint(circle, 1.0, 1.0, **d)
+    >>> res = minimize(lambda x: x[0] + x[1], np.array([1.0, 0.0]), method="trust-constr",
+    ...                jac=lambda x: np.ones(2), hess=lambda x: np.zeros((2, 2)),
+    ...                constraints=[on_circle])
+    >>> np.round(res.x, 4)                                   # -(1, 1) / sqrt(2)
+    array([-0.7071, -0.7071])
+    """
+    J = jacobian(fun, backend=backend, method=method)
+    H = hessian(_Weighted(fun), backend=backend, method=method)
+
+    def jac(x):
+        return J(*_one(x))[0]
+
+    def hess(x, v):
+        return H(*_one(x, v))[0]
+
+    return {"jac": jac, "hess": hess}
 
 
 def least_squares_jacobian(fun, *, backend=None, method="auto"):

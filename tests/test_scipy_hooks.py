@@ -172,3 +172,25 @@ def test_terms_errors_say_what_to_do():
         bd.Terms(f, np.array([[0], [1]]), 2, data=(np.ones(3),))
     with pytest.raises(ValueError, match=r"params must have shape \(2,\)"):
         bd.Terms(f, np.array([[0], [1]]), 2).residuals(np.ones(3))
+
+
+def test_constraint_derivatives_for_trust_constr():
+    def c(x):
+        return np.stack([x[0] * x[1] * x[2], np.sin(x[0]) + x[1] ** 2])
+
+    d = bd.scipy.constraint_derivatives(c)
+    x, v = np.array([0.3, -0.7, 1.1]), np.array([2.0, -0.5])
+    np.testing.assert_allclose(d["jac"](x), _central(c, x), rtol=1e-7, atol=1e-8)
+    lagrangian_grad = lambda z: d["jac"](z).T @ v  # noqa: E731
+    np.testing.assert_allclose(d["hess"](x, v), _central(lagrangian_grad, x), rtol=1e-6,
+                               atol=1e-7)
+    # the point of a sphere of radius 2 closest to (3, 0, 4)
+    from scipy.optimize import NonlinearConstraint
+    sphere = NonlinearConstraint(lambda x: np.stack([np.sum(x * x)]), 4.0, 4.0,
+                                 **bd.scipy.constraint_derivatives(
+                                     lambda x: np.stack([np.sum(x * x)])))
+    target = np.array([3.0, 0.0, 4.0])
+    res = minimize(lambda x: np.sum((x - target) ** 2), np.array([1.0, 1.0, 1.0]),
+                   jac=lambda x: 2 * (x - target), hess=lambda x: 2 * np.eye(3),
+                   method="trust-constr", constraints=[sphere])
+    np.testing.assert_allclose(res.x, 2 * target / 5, atol=1e-5)
