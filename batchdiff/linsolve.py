@@ -11,6 +11,7 @@ that is less than writing J to memory and reading it back.
 
 A point whose system is singular (a zero pivot) or holds a non-finite number gets NaN
 in every entry of its solution, never a wrong number or an exception for the batch.
+(A system whose entries sum beyond the dtype's range counts as non-finite.)
 
 >>> from batchdiff.graph import Graph
 >>> from batchdiff.interpreter import evaluate
@@ -41,10 +42,15 @@ def solve(g, A, B) -> list:
     k = len(B[0]) if n else 0
     M = [list(A[i]) + list(B[i]) for i in range(n)]
     zero, one, inf = g.const(0.0), g.const(1.0), g.const(float("inf"))
-    ok = one
-    for row in M:           # a non-finite entry (|e| < inf fails): NaN, not a number
+    # A non-finite entry makes the sum of all entries NaN or infinite (|sum| < inf fails):
+    # one add per entry. A sum that overflows from finite entries (beyond 1e308, 3e38 in
+    # float32) counts as non-finite too: elimination would overflow on such a system.
+    total = None
+    for row in M:
         for e in row:
-            ok = g.add("where", (g.add("lt", (g.add("abs", (e,)), inf)), ok, zero))
+            total = e if total is None else g.add("add", (total, e))
+    ok = one if total is None else g.add("where", (
+        g.add("lt", (g.add("abs", (total,)), inf)), one, zero))
     inverse = []
     for c in range(n):
         for i in range(c + 1, n):
