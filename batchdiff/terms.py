@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from .api import value_and_jacobian
+from .pattern import scipy_sparse
 
 
 class Terms:
@@ -93,7 +94,7 @@ class Terms:
 
     def _assemble(self, jac):
         """The problem's CSR Jacobian from the terms' sparse Jacobians ``jac``."""
-        import scipy.sparse
+        sparse = scipy_sparse()
         if self._scatter is None:
             self._scatter = _scatter(jac.pattern, self.index, self.n_params)
         indptr, indices, order, merged = self._scatter
@@ -103,8 +104,7 @@ class Terms:
             np.add.at(data, order, values)
         else:
             data[order] = values
-        return scipy.sparse.csr_array((data, indices, indptr),
-                                      shape=(len(indptr) - 1, self.n_params))
+        return sparse.csr_array((data, indices, indptr), shape=(len(indptr) - 1, self.n_params))
 
     def residuals(self, params) -> np.ndarray:
         """``r(params)``, shape ``(T * m,)``: what ``scipy.optimize.least_squares`` calls
@@ -169,14 +169,14 @@ class Terms:
                [0., 0., 1.],
                [0., 1., 1.]])
         """
-        import scipy.sparse
+        sparse = scipy_sparse()
         if self._scatter is None:
             value, jac = self._vj(np.zeros((1, self.index.shape[1])),
                                   *(d[:1] for d in self.data))
             self._scatter = _scatter(jac.pattern, self.index, self.n_params)
         indptr, indices, _, _ = self._scatter
-        return scipy.sparse.csr_array((np.ones(indices.size), indices, indptr),
-                                      shape=(len(indptr) - 1, self.n_params))
+        return sparse.csr_array((np.ones(indices.size), indices, indptr),
+                                shape=(len(indptr) - 1, self.n_params))
 
 
 def _scatter(pattern, index, n_params):
