@@ -29,16 +29,47 @@ array([[ 2.,  1.],
 """
 from __future__ import annotations
 
+def _check_square(A, B=None):
+    n = len(A)
+    if any(len(row) != n for row in A) or (B is not None and len(B) != n):
+        raise ValueError(f"a square system is needed, got {len(A)} rows of lengths "
+                         f"{[len(r) for r in A]}" + (f" and {len(B)} right-hand rows"
+                                                     if B is not None else ""))
+    return n
+
+
+def _eliminate(g, M, n):
+    """Forward elimination with partial pivoting on the rows ``M`` (n rows, the first n
+    columns the matrix), in place. Returns the reciprocal pivots, the pivots and the
+    sign of the row permutation (a node: -1.0 or 1.0)."""
+    one, minus = g.const(1.0), g.const(-1.0)
+    inverse, pivots, sign = [], [], one
+    for c in range(n):
+        for i in range(c + 1, n):
+            swap = g.add("gt", (g.add("abs", (M[i][c],)), g.add("abs", (M[c][c],))))
+            sign = g.add("where", (swap, g.add("mul", (sign, minus)), sign))
+            for j in range(c, len(M[c])):
+                top, other = M[c][j], M[i][j]
+                M[c][j] = g.add("where", (swap, other, top))
+                M[i][j] = g.add("where", (swap, top, other))
+        pivot = M[c][c]
+        pivots.append(pivot)
+        inv = g.add("div", (one, pivot))
+        inverse.append(inv)
+        for i in range(c + 1, n):
+            factor = g.add("mul", (M[i][c], inv))
+            for j in range(c + 1, len(M[i])):
+                M[i][j] = g.add("sub", (M[i][j], g.add("mul", (factor, M[c][j]))))
+    return inverse, pivots, sign
+
+
 def solve(g, A, B) -> list:
     """Nodes ``X`` (n lists of k) with ``A X = B``; ``A`` n lists of n nodes, ``B`` n of k.
 
     See the module's docstring: partial pivoting by ``where``, NaN for a singular or
     non-finite system.
     """
-    n = len(A)
-    if any(len(row) != n for row in A) or len(B) != n:
-        raise ValueError(f"solve needs a square system, got {len(A)} rows of lengths "
-                         f"{[len(r) for r in A]} and {len(B)} right-hand rows")
+    n = _check_square(A, B)
     k = len(B[0]) if n else 0
     M = [list(A[i]) + list(B[i]) for i in range(n)]
     zero, one, inf = g.const(0.0), g.const(1.0), g.const(float("inf"))
@@ -51,22 +82,9 @@ def solve(g, A, B) -> list:
             total = e if total is None else g.add("add", (total, e))
     ok = one if total is None else g.add("where", (
         g.add("lt", (g.add("abs", (total,)), inf)), one, zero))
-    inverse = []
-    for c in range(n):
-        for i in range(c + 1, n):
-            swap = g.add("gt", (g.add("abs", (M[i][c],)), g.add("abs", (M[c][c],))))
-            for j in range(c, n + k):
-                top, other = M[c][j], M[i][j]
-                M[c][j] = g.add("where", (swap, other, top))
-                M[i][j] = g.add("where", (swap, top, other))
-        pivot = M[c][c]
+    inverse, pivots, _ = _eliminate(g, M, n)
+    for pivot in pivots:
         ok = g.add("where", (g.add("eq", (pivot, zero)), zero, ok))
-        inv = g.add("div", (one, pivot))
-        inverse.append(inv)
-        for i in range(c + 1, n):
-            factor = g.add("mul", (M[i][c], inv))
-            for j in range(c + 1, n + k):
-                M[i][j] = g.add("sub", (M[i][j], g.add("mul", (factor, M[c][j]))))
     nan = g.const(float("nan"))
     X = [[None] * k for _ in range(n)]
     for col in range(k):
@@ -76,3 +94,29 @@ def solve(g, A, B) -> list:
                 acc = g.add("sub", (acc, g.add("mul", (M[i][j], X[j][col]))))
             X[i][col] = g.add("mul", (acc, inverse[i]))
     return [[g.add("where", (ok, x, nan)) for x in row] for row in X]
+
+
+def det(g, A):
+    """The node of ``det(A)``: the product of the pivots of partial-pivoting elimination
+    with the permutation's sign; exactly 0 where a pivot is 0 (a singular matrix).
+
+    >>> from batchdiff.graph import Graph
+    >>> from batchdiff.interpreter import evaluate
+    >>> import numpy as np
+    >>> g = Graph()
+    >>> a = [[g.input(), g.input()], [g.input(), g.input()]]
+    >>> tape = g.finish([det(g, a)])
+    >>> evaluate(tape, [np.array([[0.0, 2.0, 3.0, 1.0], [1.0, 2.0, 2.0, 4.0]])], 2,
+    ...          np.float64)
+    array([[-6.],
+           [ 0.]])
+    """
+    n = _check_square(A)
+    M = [list(row) for row in A]
+    _, pivots, sign = _eliminate(g, M, n)
+    zero = g.const(0.0)
+    product, singular = sign, zero
+    for pivot in pivots:
+        product = g.add("mul", (product, pivot))
+        singular = g.add("where", (g.add("eq", (pivot, zero)), g.const(1.0), singular))
+    return g.add("where", (singular, zero, product))

@@ -483,6 +483,63 @@ def _norm(x, ord=None, axis=None, keepdims=False):
     return np.where(zero, 0.0, np.sqrt(np.where(zero, 1.0, squares)))
 
 
+def _square_elements(a, what):
+    """The object array of a traced (n, n) matrix and the graph its elements go to."""
+    A = _objects(a)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise UnsupportedOperationError(
+            f"{what} on traced values takes one square matrix per point (shape (n, n)), "
+            f"got shape {A.shape}: for a stack of matrices, call it on each")
+    return A
+
+
+def _innermost(*arrays):
+    graph = None
+    for arr in arrays:
+        for e in arr.flat:
+            if isinstance(e, Var) and (graph is None or (
+                    e.graph is not graph and e.graph.depth > graph.depth)):
+                graph = e.graph
+    return graph
+
+
+def _linalg_solve(a, b):
+    """``np.linalg.solve`` per point: straight-line elimination with partial pivoting
+    (``linsolve``); a singular or non-finite system gives NaN, not an exception."""
+    from . import linsolve
+    A = _square_elements(a, "np.linalg.solve")
+    B = _objects(b)
+    vector = B.ndim == 1
+    if B.ndim not in (1, 2) or B.shape[0] != A.shape[0]:
+        raise UnsupportedOperationError(
+            f"np.linalg.solve on traced values takes b of shape ({A.shape[0]},) or "
+            f"({A.shape[0]}, k), got {B.shape}")
+    B2 = B.reshape(A.shape[0], -1)
+    g = _innermost(A, B2)
+    X = linsolve.solve(g, [[g.operand(e) for e in row] for row in A],
+                       [[g.operand(e) for e in row] for row in B2])
+    out = np.empty(B2.shape, dtype=object)
+    for i, row in enumerate(X):
+        for j, node in enumerate(row):
+            out[i, j] = Var(g, node)
+    return _wrap(out.reshape(B.shape) if vector else out, _dtype_of((a, b)))
+
+
+def _linalg_inv(a):
+    """``np.linalg.inv`` per point: the solve with the identity (NaN where singular)."""
+    n = np.shape(_objects(a))[0] if np.ndim(_objects(a)) == 2 else 0
+    return _linalg_solve(a, np.eye(n) if n else np.empty((0, 0)))
+
+
+def _linalg_det(a):
+    """``np.linalg.det`` per point: the pivots' product with the permutation's sign."""
+    from . import linsolve
+    A = _square_elements(a, "np.linalg.det")
+    g = _innermost(A)
+    return _wrap(Var(g, linsolve.det(g, [[g.operand(e) for e in row] for row in A])),
+                 _dtype_of((a,)))
+
+
 def _shape(a):
     return a.shape
 
@@ -514,6 +571,9 @@ HANDLED_FUNCTIONS = {
     np.full_like: _full_like,
     np.clip: _clip,
     np.linalg.norm: _norm,
+    np.linalg.solve: _linalg_solve,
+    np.linalg.inv: _linalg_inv,
+    np.linalg.det: _linalg_det,
     np.shape: _shape,
     np.ndim: lambda a: a.ndim,
     np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
