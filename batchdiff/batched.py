@@ -110,15 +110,25 @@ class BatchedTransform:
                 self._programs[key] = prog
         return prog
 
+    def extra_shapes(self, shapes, out_shape) -> list:
+        """Per-point shapes of the arguments after f's own, for f's argument ``shapes``
+        and output shape: tangents (jvp, hvp), the cotangent (vjp), the damping λ."""
+        extra = TRANSFORMS[self.kind].extra
+        if extra == "cotangent":
+            return [out_shape]
+        if extra == "damping":
+            return [()]
+        if extra == "tangent":
+            return [shapes[i] for i in self._argnums(len(shapes))]
+        return []
+
     def _extra_blocks(self, extra, batch, prog):
         """Tangents / cotangent as input blocks, checked against the shapes they must have."""
-        if TRANSFORMS[self.kind].extra == "cotangent":
-            shapes, what = [prog.out_shape], "cotangent (shaped like the function's output)"
-        elif TRANSFORMS[self.kind].extra == "damping":
-            shapes, what = [()], "damping λ (one number per point, or one for all)"
-        else:
-            shapes = [batch.shapes[i] for i in self._argnums(len(batch.shapes))]
-            what = "tangent (shaped like the argument it goes with)"
+        shapes = self.extra_shapes(batch.shapes, prog.out_shape)
+        what = {"cotangent": "cotangent (shaped like the function's output)",
+                "damping": "damping λ (one number per point, or one for all)",
+                "tangent": "tangent (shaped like the argument it goes with)"
+                }.get(TRANSFORMS[self.kind].extra, "")
         blocks = []
         for k, (v, shape) in enumerate(zip(extra, shapes)):
             blocks.append(batching.extra_block(v, shape, batch, f"{self.kind} {what} #{k}"))

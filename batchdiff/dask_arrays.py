@@ -60,7 +60,7 @@ import numpy as np
 from . import batching, kernels
 from .batched import BatchedTransform
 from .sparse import Pattern, SparseBatch, SparseResult
-from .transforms import TRANSFORMS, Program, _unpack
+from .transforms import Program, _unpack
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def call(transformed, args, out=None):
     if prog.captured:
         raise TypeError(f"{transformed.kind} of a function that closes over traced values "
                         "cannot run on Dask arrays: call it on in-memory arrays")
-    shapes = _extra_shapes(transformed, batch, prog)
+    shapes = transformed.extra_shapes(batch.shapes, prog.out_shape)
     transformed._extra_blocks([stand_in(v) for v in extra], batch, prog)  # same errors
     axes = batching._axes(transformed.in_axes, len(prim))
     chunks = _batch_chunks(prim, axes, extra, shapes, batch.size)
@@ -138,18 +138,6 @@ def stand_in(x):
     if not batching.is_dask(x):
         return x
     return np.lib.stride_tricks.as_strided(np.zeros((), x.dtype), x.shape, (0,) * x.ndim)
-
-
-def _extra_shapes(transformed, batch, prog):
-    """Per-point shapes of the tangents (jvp, hvp), the cotangent (vjp) or the damping λ."""
-    extra = TRANSFORMS[transformed.kind].extra
-    if extra == "cotangent":
-        return [prog.out_shape]
-    if extra == "damping":
-        return [()]
-    if transformed.n_extra:
-        return [batch.shapes[i] for i in transformed._argnums(len(batch.shapes))]
-    return []
 
 
 def _batch_chunks(prim, axes, extra, extra_shapes, size) -> tuple:

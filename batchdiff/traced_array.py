@@ -493,16 +493,6 @@ def _square_elements(a, what):
     return A
 
 
-def _innermost(*arrays):
-    graph = None
-    for arr in arrays:
-        for e in arr.flat:
-            if isinstance(e, Var) and (graph is None or (
-                    e.graph is not graph and e.graph.depth > graph.depth)):
-                graph = e.graph
-    return graph
-
-
 def _linalg_solve(a, b):
     """``np.linalg.solve`` per point: straight-line elimination with partial pivoting
     (``linsolve``); a singular or non-finite system gives NaN, not an exception."""
@@ -515,7 +505,7 @@ def _linalg_solve(a, b):
             f"np.linalg.solve on traced values takes b of shape ({A.shape[0]},) or "
             f"({A.shape[0]}, k), got {B.shape}")
     B2 = B.reshape(A.shape[0], -1)
-    g = _innermost(A, B2)
+    g = block_trace._graph([*A.flat, *B2.flat])
     X = linsolve.solve(g, [[g.operand(e) for e in row] for row in A],
                        [[g.operand(e) for e in row] for row in B2])
     out = np.empty(B2.shape, dtype=object)
@@ -535,7 +525,7 @@ def _linalg_det(a):
     """``np.linalg.det`` per point: the pivots' product with the permutation's sign."""
     from . import linsolve
     A = _square_elements(a, "np.linalg.det")
-    g = _innermost(A)
+    g = block_trace._graph(list(A.flat))
     return _wrap(Var(g, linsolve.det(g, [[g.operand(e) for e in row] for row in A])),
                  _dtype_of((a,)))
 

@@ -215,15 +215,11 @@ def _hvp(t):
     return ad.hvp_tape(t.tape, t.wrt), t.per_arg(0)
 
 
-def _newton(damped):
+def _step(step_tape, damped):
+    """The builder of a solver step (``steps.newton_tape``, ``steps.gauss_newton_tape``):
+    its outputs are shaped like the differentiated arguments."""
     def build(t):
-        return steps.newton_tape(t.tape, t.wrt, t.mode, damped), t.per_arg(0)
-    return build
-
-
-def _gauss_newton_step(damped):
-    def build(t):
-        return steps.gauss_newton_tape(t.tape, t.wrt, t.mode, damped), t.per_arg(0)
+        return step_tape(t.tape, t.wrt, t.mode, damped), t.per_arg(0)
     return build
 
 
@@ -274,10 +270,10 @@ TRANSFORMS = {
     "jvp": _Kind(_jvp, extra="tangent", collapse=lambda res: res),
     "vjp": _Kind(_vjp, extra="cotangent", collapse=_value_first),
     "hvp": _Kind(_hvp, scalar=True, extra="tangent"),
-    "newton_step": _Kind(_newton(False)),
-    "damped_newton_step": _Kind(_newton(True), extra="damping"),
-    "gauss_newton_step": _Kind(_gauss_newton_step(False)),
-    "damped_gauss_newton_step": _Kind(_gauss_newton_step(True), extra="damping"),
+    "newton_step": _Kind(_step(steps.newton_tape, False)),
+    "damped_newton_step": _Kind(_step(steps.newton_tape, True), extra="damping"),
+    "gauss_newton_step": _Kind(_step(steps.gauss_newton_tape, False)),
+    "damped_gauss_newton_step": _Kind(_step(steps.gauss_newton_tape, True), extra="damping"),
     "gauss_newton": _Kind(_gauss_newton, collapse=lambda res: (res[0], res[1][0][0], res[2][0])),
 }
 KINDS = tuple(TRANSFORMS)
