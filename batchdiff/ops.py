@@ -93,6 +93,7 @@ _op("exp", 1, np.exp, lambda a, y: (y,), "np.exp({0})", "exp{f}({0})")
 _op("log", 1, np.log, lambda a, y: (1.0 / a,), "np.log({0})", "log{f}({0})")
 _op("log1p", 1, np.log1p, lambda a, y: (1.0 / (1.0 + a),), "np.log1p({0})", "log1p{f}({0})")
 _op("expm1", 1, np.expm1, lambda a, y: (y + 1.0,), "np.expm1({0})", "expm1{f}({0})")
+_op("cbrt", 1, np.cbrt, lambda a, y: (1.0 / (3.0 * y * y),), "np.cbrt({0})", "cbrt{f}({0})")
 
 # --- trigonometric and hyperbolic ------------------------------------------------------
 _op("sin", 1, np.sin, lambda a, y: (_call("cos", a),), "np.sin({0})", "sin{f}({0})")
@@ -111,6 +112,12 @@ _op("cosh", 1, np.cosh, lambda a, y: (_call("sinh", a),), "np.cosh({0})", "cosh{
 _op("tanh", 1, np.tanh, lambda a, y: (1.0 - y * y,), "np.tanh({0})", "tanh{f}({0})")
 # at (0, 0) the partials a/y, b/y are 0/0: dividing by inf there instead gives (0, 0),
 # and their own derivatives stay 0 (finite), as abs'(0) = 0 and abs''(0) = 0
+_op("asinh", 1, np.arcsinh, lambda a, y: (1.0 / _call("sqrt", a * a + 1.0),),
+    "np.arcsinh({0})", "asinh{f}({0})")
+_op("acosh", 1, np.arccosh, lambda a, y: (1.0 / _call("sqrt", (a - 1.0) * (a + 1.0)),),
+    "np.arccosh({0})", "acosh{f}({0})")
+_op("atanh", 1, np.arctanh, lambda a, y: (1.0 / ((1.0 - a) * (1.0 + a)),),
+    "np.arctanh({0})", "atanh{f}({0})")
 _op("hypot", 2, np.hypot,
     lambda a, b, y: (a / _select(y == 0.0, np.inf, y), b / _select(y == 0.0, np.inf, y)),
     "np.hypot({0}, {1})", "hypot{f}({0}, {1})", True)
@@ -163,6 +170,16 @@ _op("clip", 3, _clip, lambda x, lo, hi, y: _clip_partials(x, lo, hi),
 _op("where", 3, _where,
     lambda c, a, b, y: (None, _select(c, 1.0, 0.0), _select(c, 0.0, 1.0)),
     "({1} if {0} != 0 else {2})", "(({0}) != 0 ? ({1}) : ({2}))")
+
+# --- rounding: integer-valued steps, derivative zero (as NumPy's and JAX's) -------------
+# fmod(a, b) = a - trunc(a / b) b exactly (C's fmod, which NumPy calls), so its partials
+# are those of that expression with the quotient held, as between the steps of trunc.
+_op("floor", 1, np.floor, lambda a, y: (None,), "np.floor({0})", "floor{f}({0})")
+_op("ceil", 1, np.ceil, lambda a, y: (None,), "np.ceil({0})", "ceil{f}({0})")
+_op("trunc", 1, np.trunc, lambda a, y: (None,), "np.trunc({0})", "trunc{f}({0})")
+_op("rint", 1, np.rint, lambda a, y: (None,), "np.rint({0})", "rint{f}({0})")
+_op("fmod", 2, np.fmod, lambda a, b, y: (1.0, -_call("trunc", a / b)),
+    "np.fmod({0}, {1})", "fmod{f}({0}, {1})")
 
 # --- comparisons: 1.0 or 0.0, derivative zero ------------------------------------------
 _op("lt", 2, _cmp(np.less), lambda a, b, y: (None, None), "{T}({0} < {1})", "({T})({0} < {1})")

@@ -470,66 +470,6 @@ def _clip(a, a_min=None, a_max=None, **kwargs):
                  _dtype_of(args))
 
 
-def _norm(x, ord=None, axis=None, keepdims=False):
-    matrix = (np.ndim(x) if axis is None else np.size(axis)) == 2
-    if ord not in (None, 2, "fro") or (ord == 2 and matrix):
-        raise UnsupportedOperationError(
-            f"np.linalg.norm(ord={ord!r}) is not supported on traced values: "
-            "only the 2-norm of vectors and the Frobenius norm (ord=None or 'fro')")
-    squares = np.sum(x * x, axis=axis, keepdims=keepdims)
-    # sqrt'(0) = inf times d(x*x) = 0 would make the derivative NaN at x = 0; it is 0
-    # there, as for hypot(0, 0) (the double where keeps NaN out of reverse mode too)
-    zero = squares == 0.0
-    return np.where(zero, 0.0, np.sqrt(np.where(zero, 1.0, squares)))
-
-
-def _square_elements(a, what):
-    """The object array of a traced (n, n) matrix and the graph its elements go to."""
-    A = _objects(a)
-    if A.ndim != 2 or A.shape[0] != A.shape[1]:
-        raise UnsupportedOperationError(
-            f"{what} on traced values takes one square matrix per point (shape (n, n)), "
-            f"got shape {A.shape}: for a stack of matrices, call it on each")
-    return A
-
-
-def _linalg_solve(a, b):
-    """``np.linalg.solve`` per point: straight-line elimination with partial pivoting
-    (``linsolve``); a singular or non-finite system gives NaN, not an exception."""
-    from . import linsolve
-    A = _square_elements(a, "np.linalg.solve")
-    B = _objects(b)
-    vector = B.ndim == 1
-    if B.ndim not in (1, 2) or B.shape[0] != A.shape[0]:
-        raise UnsupportedOperationError(
-            f"np.linalg.solve on traced values takes b of shape ({A.shape[0]},) or "
-            f"({A.shape[0]}, k), got {B.shape}")
-    B2 = B.reshape(A.shape[0], -1)
-    g = block_trace._graph([*A.flat, *B2.flat])
-    X = linsolve.solve(g, [[g.operand(e) for e in row] for row in A],
-                       [[g.operand(e) for e in row] for row in B2])
-    out = np.empty(B2.shape, dtype=object)
-    for i, row in enumerate(X):
-        for j, node in enumerate(row):
-            out[i, j] = Var(g, node)
-    return _wrap(out.reshape(B.shape) if vector else out, _dtype_of((a, b)))
-
-
-def _linalg_inv(a):
-    """``np.linalg.inv`` per point: the solve with the identity (NaN where singular)."""
-    n = np.shape(_objects(a))[0] if np.ndim(_objects(a)) == 2 else 0
-    return _linalg_solve(a, np.eye(n) if n else np.empty((0, 0)))
-
-
-def _linalg_det(a):
-    """``np.linalg.det`` per point: the pivots' product with the permutation's sign."""
-    from . import linsolve
-    A = _square_elements(a, "np.linalg.det")
-    g = block_trace._graph(list(A.flat))
-    return _wrap(Var(g, linsolve.det(g, [[g.operand(e) for e in row] for row in A])),
-                 _dtype_of((a,)))
-
-
 def _shape(a):
     return a.shape
 
@@ -560,12 +500,11 @@ HANDLED_FUNCTIONS = {
     np.zeros_like: _like(0.0), np.ones_like: _like(1.0), np.empty_like: _like(0.0),
     np.full_like: _full_like,
     np.clip: _clip,
-    np.linalg.norm: _norm,
-    np.linalg.solve: _linalg_solve,
-    np.linalg.inv: _linalg_inv,
-    np.linalg.det: _linalg_det,
     np.shape: _shape,
     np.ndim: lambda a: a.ndim,
     np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
 }
 
+from .linalg import HANDLED as _LINALG  # noqa: E402  (it reads the helpers above)
+
+HANDLED_FUNCTIONS.update(_LINALG)

@@ -69,6 +69,8 @@ CASES = [
     Case("log", lambda a: np.log(a), sympy.log, (((0.1, 5.0),),)),
     Case("log1p", lambda a: np.log1p(a), lambda a: sympy.log(1 + a), (((-0.5, 5.0),),)),
     Case("expm1", lambda a: np.expm1(a), lambda a: sympy.exp(a) - 1, (WIDE,)),
+    Case("cbrt", lambda a: np.cbrt(a), lambda a: sympy.sign(a) * sympy.Abs(a) ** sympy.Rational(1, 3),
+         (NONZERO,)),
     # trigonometric and hyperbolic
     Case("sin", lambda a: np.sin(a), sympy.sin, (((-3.0, 3.0),),)),
     Case("cos", lambda a: np.cos(a), sympy.cos, (((-3.0, 3.0),),)),
@@ -80,6 +82,9 @@ CASES = [
     Case("sinh", lambda a: np.sinh(a), sympy.sinh, (WIDE,)),
     Case("cosh", lambda a: np.cosh(a), sympy.cosh, (WIDE,)),
     Case("tanh", lambda a: np.tanh(a), sympy.tanh, (WIDE,)),
+    Case("asinh", lambda a: np.arcsinh(a), sympy.asinh, (((-3.0, 3.0),),)),
+    Case("acosh", lambda a: np.arccosh(a), sympy.acosh, (((1.1, 4.0),),)),
+    Case("atanh", lambda a: np.arctanh(a), sympy.atanh, (((-0.9, 0.9),),)),
     Case("hypot", lambda a, b: np.hypot(a, b), lambda a, b: sympy.sqrt(a ** 2 + b ** 2),
          (NONZERO, NONZERO)),
     # piecewise (away from the kinks)
@@ -92,6 +97,15 @@ CASES = [
          (((-2.0, -1.3), (-0.7, 0.7), (1.3, 2.0)), ((-1.2, -0.8),), ((0.8, 1.2),))),
     Case("where", lambda c, a, b: np.where(c > 0, a, b),
          lambda c, a, b: sympy.Piecewise((a, c > 0), (b, True)), (NONZERO, WIDE, WIDE)),
+    # rounding (away from the steps)
+    Case("floor", lambda a: np.floor(a), sympy.floor, (((-2.9, -2.1), (0.1, 0.9)),), kind="zero"),
+    Case("ceil", lambda a: np.ceil(a), sympy.ceiling, (((-2.9, -2.1), (0.1, 0.9)),), kind="zero"),
+    Case("trunc", lambda a: np.trunc(a), lambda a: sympy.sign(a) * sympy.floor(sympy.Abs(a)),
+         (((-2.9, -2.1), (0.1, 0.9)),), kind="zero"),
+    Case("rint", lambda a: np.rint(a), lambda a: sympy.floor(a + sympy.Rational(1, 2)),
+         (((-2.4, -1.6), (0.1, 0.4)),), kind="zero"),
+    Case("fmod", lambda a, b: np.fmod(a, b), lambda a, b: a - 2 * b * sympy.sign(a),
+         (((-2.35, -2.25), (2.25, 2.35)), ((0.8, 0.85),))),     # |a / b| in (2, 3)
     # comparisons
     Case("lt", lambda a, b: np.less(a, b), lambda a, b: _indicator(a < b), (GRID, GRID), "zero"),
     Case("le", lambda a, b: np.less_equal(a, b), lambda a, b: _indicator(a <= b),
@@ -214,7 +228,7 @@ def test_op_entry_is_complete(name):
     y = Var(g, g.add(name, tuple(x.id for x in xs)))
     partials = op.partials(*xs, y)
     assert len(partials) == op.arity, f"{name}: {len(partials)} partials for arity {op.arity}"
-    if name in COMPARISONS or name in ("sign", "stop"):
+    if CASE_BY_OP[name].kind in ("zero", "stop"):
         assert all(p is None for p in partials), f"{name} must have only None partials"
     elif name == "where":
         assert partials[0] is None and all(p is not None for p in partials[1:])
