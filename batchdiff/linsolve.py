@@ -63,6 +63,22 @@ def _eliminate(g, M, n):
     return inverse, pivots, sign
 
 
+def all_finite(g, nodes) -> int:
+    """A node that is 1.0 where every one of ``nodes`` is finite, else 0.0.
+
+    A non-finite entry makes the sum of all entries NaN or infinite (|sum| < inf fails):
+    one add per entry. A sum that overflows from finite entries (beyond 1e308, 3e38 in
+    float32) counts as non-finite too: the factorizations would overflow on such input.
+    """
+    total = None
+    for e in nodes:
+        total = e if total is None else g.add("add", (total, e))
+    if total is None:
+        return g.const(1.0)
+    return g.add("where", (g.add("lt", (g.add("abs", (total,)), g.const(float("inf")))),
+                           g.const(1.0), g.const(0.0)))
+
+
 def solve(g, A, B) -> list:
     """Nodes ``X`` (n lists of k) with ``A X = B``; ``A`` n lists of n nodes, ``B`` n of k.
 
@@ -72,16 +88,8 @@ def solve(g, A, B) -> list:
     n = _check_square(A, B)
     k = len(B[0]) if n else 0
     M = [list(A[i]) + list(B[i]) for i in range(n)]
-    zero, one, inf = g.const(0.0), g.const(1.0), g.const(float("inf"))
-    # A non-finite entry makes the sum of all entries NaN or infinite (|sum| < inf fails):
-    # one add per entry. A sum that overflows from finite entries (beyond 1e308, 3e38 in
-    # float32) counts as non-finite too: elimination would overflow on such a system.
-    total = None
-    for row in M:
-        for e in row:
-            total = e if total is None else g.add("add", (total, e))
-    ok = one if total is None else g.add("where", (
-        g.add("lt", (g.add("abs", (total,)), inf)), one, zero))
+    zero = g.const(0.0)
+    ok = all_finite(g, [e for row in M for e in row])
     inverse, pivots, _ = _eliminate(g, M, n)
     for pivot in pivots:
         ok = g.add("where", (g.add("eq", (pivot, zero)), zero, ok))
@@ -112,11 +120,81 @@ def det(g, A):
            [ 0.]])
     """
     n = _check_square(A)
-    M = [list(row) for row in A]
-    _, pivots, sign = _eliminate(g, M, n)
+    _, pivots, sign = _eliminate(g, [list(row) for row in A], n)
     zero = g.const(0.0)
-    product, singular = sign, zero
+    product = sign
     for pivot in pivots:
         product = g.add("mul", (product, pivot))
-        singular = g.add("where", (g.add("eq", (pivot, zero)), g.const(1.0), singular))
-    return g.add("where", (singular, zero, product))
+    return g.add("where", (_singular(g, pivots), zero, product))
+
+
+def slogdet(g, A):
+    """Nodes ``(sign, log|det A|)`` from the pivots of ``det``'s elimination, as NumPy's
+    ``slogdet``: no overflow for large determinants; ``(0, -inf)`` where a pivot is 0.
+
+    >>> from batchdiff.graph import Graph
+    >>> from batchdiff.interpreter import evaluate
+    >>> import numpy as np
+    >>> g = Graph()
+    >>> a = [[g.input(), g.input()], [g.input(), g.input()]]
+    >>> tape = g.finish(list(slogdet(g, a)))
+    >>> evaluate(tape, [np.array([[0.0, 2.0, 3.0, 1.0], [1.0, 2.0, 2.0, 4.0]])], 2,
+    ...          np.float64)
+    array([[-1.        ,  1.79175947],
+           [ 0.        ,        -inf]])
+    """
+    n = _check_square(A)
+    _, pivots, sign = _eliminate(g, [list(row) for row in A], n)
+    logabs = g.const(0.0)
+    for pivot in pivots:
+        sign = g.add("mul", (sign, g.add("sign", (pivot,))))
+        logabs = g.add("add", (logabs, g.add("log", (g.add("abs", (pivot,)),))))
+    singular = _singular(g, pivots)
+    return (g.add("where", (singular, g.const(0.0), sign)),
+            g.add("where", (singular, g.const(float("-inf")), logabs)))
+
+
+def _singular(g, pivots):
+    """1.0 where one of the pivots is 0, else 0.0."""
+    zero, flag = g.const(0.0), g.const(0.0)
+    for pivot in pivots:
+        flag = g.add("where", (g.add("eq", (pivot, zero)), g.const(1.0), flag))
+    return flag
+
+
+def cholesky(g, A):
+    """Nodes ``L`` (n lists of n, zero above the diagonal) with ``L Lᵀ = A``, reading only
+    the lower triangle of ``A``, as LAPACK's ``potrf``: the Cholesky-Banachiewicz order,
+    about n³/6 multiplications. Where ``A`` is not positive definite (a pivot ``<= 0``)
+    or holds a non-finite number, every entry of ``L`` is NaN.
+
+    >>> from batchdiff.graph import Graph
+    >>> from batchdiff.interpreter import evaluate
+    >>> import numpy as np
+    >>> g = Graph()
+    >>> a = [[g.input(), g.input()], [g.input(), g.input()]]
+    >>> tape = g.finish([x for row in cholesky(g, a) for x in row])
+    >>> evaluate(tape, [np.array([[4.0, 0.0, 2.0, 5.0], [1.0, 0.0, 2.0, 1.0]])], 2,
+    ...          np.float64)
+    array([[ 2.,  0.,  1.,  2.],
+           [nan, nan, nan, nan]])
+    """
+    n = _check_square(A)
+    zero, one = g.const(0.0), g.const(1.0)
+    ok = all_finite(g, [A[i][j] for i in range(n) for j in range(i + 1)])
+    L = [[zero] * n for _ in range(n)]
+    for j in range(n):
+        for i in range(j, n):
+            acc = A[i][j]
+            for k in range(j):
+                acc = g.add("sub", (acc, g.add("mul", (L[i][k], L[j][k]))))
+            if i == j:
+                positive = g.add("gt", (acc, zero))
+                ok = g.add("where", (positive, ok, zero))
+                # sqrt of 1 where the pivot is not positive: no NaN from sqrt itself
+                L[j][j] = g.add("sqrt", (g.add("where", (positive, acc, one)),))
+                inverse = g.add("div", (one, L[j][j]))
+            else:
+                L[i][j] = g.add("mul", (acc, inverse))
+    nan = g.const(float("nan"))
+    return [[g.add("where", (ok, x, nan)) for x in row] for row in L]
