@@ -11,7 +11,9 @@ elements (a block-backed array's are its ``index`` nodes, made when first asked 
 """
 from __future__ import annotations
 
+import inspect
 import math
+import sys
 
 import numpy as np
 
@@ -39,6 +41,10 @@ def _objects(x):
         out[()] = x
         return out
     arr = np.asarray(x)
+    if arr.dtype.kind == "c":
+        raise UnsupportedOperationError(
+            f"complex numbers are not supported: {x!r} met a traced value. batchdiff "
+            "differentiates real functions: keep real and imaginary parts as two real values")
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"cannot use a value of dtype {arr.dtype} in a traced computation: "
                         "batchdiff handles real numbers (bool, int, float)")
@@ -183,6 +189,9 @@ class TracedArray(Operators):
                 "support: use the returned value instead")
         ufuncs.check(ufunc, method)
         dtype = _dtype_of(inputs)
+        if ufunc.nout > 1:                  # np.divmod: a tuple of arrays
+            results = ufuncs.call(ufunc, method, [_objects(x) for x in inputs], kwargs)
+            return tuple(_wrap(r, dtype) for r in results)
         if method == "__call__" and not kwargs:
             if ufunc is np.matmul:
                 result = block_trace.matmul(*inputs, dtype)
@@ -207,10 +216,7 @@ class TracedArray(Operators):
 
     def __array__(self, dtype=None, copy=None):
         _check_live(self)
-        raise TracerConversionError(
-            "np.array/np.asarray of a traced value: it has no numbers while batchdiff traces "
-            "your function. Use np.stack([...]) or bd.numpy.array([...]) to build arrays "
-            "from traced values")
+        raise TracerConversionError(_array_message(_numpy_caller(sys._getframe(1))))
 
     # -- array attributes ------------------------------------------------------------
     shape = property(lambda self: self._shape if self._block is not None else self._v.shape)
@@ -355,18 +361,95 @@ class TracedArray(Operators):
     def min(self, axis=None, keepdims=False):
         return np.min(self, axis=axis, keepdims=keepdims)
 
+    def var(self, axis=None, ddof=0, keepdims=False):
+        return np.var(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def std(self, axis=None, ddof=0, keepdims=False):
+        return np.std(self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def round(self, decimals=0):
+        return np.round(self, decimals)
+
     def dot(self, other):
         return np.dot(self, other)
+
+    # a real value is its own real part and conjugate; its imaginary part is 0
+    real = property(lambda self: self)
+    imag = property(lambda self: np.zeros_like(self))
+
+    def conj(self):
+        return self
+
+    conjugate = conj
+
+
+def _numpy_caller(frame):
+    """The public name of the NumPy or SciPy function the user called that asked for an
+    array: of the NumPy/SciPy frames from ``frame`` out to the user's, the outermost
+    with a public name (np.mean, scipy.special.logsumexp, np.r_); None when the user
+    called NumPy's C code (np.array, np.asarray) directly."""
+    name = None
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+            "numpy", "scipy"):
+        name = _public_name(frame) or name or frame.f_code.co_qualname + "(...)"
+        frame = frame.f_back
+    return name
+
+
+def _public_name(frame):
+    """``frame``'s function as the user spells it (np.mean, scipy.special.logsumexp, np.r_
+    for its ``__getitem__``), or None if its module's public package does not export it."""
+    parts = frame.f_globals["__name__"].split(".")
+    public = next((i for i, p in enumerate(parts) if p.startswith("_")), len(parts))
+    package = ".".join(parts[:public])
+    module = sys.modules.get(package)
+    spelled = package.replace("numpy", "np", 1) + "."
+    code = frame.f_code
+    if code.co_name == "__getitem__":           # np.r_[...]: indexing one of its objects
+        owner = frame.f_locals.get("self")
+        root = sys.modules[parts[0]]
+        return next((parts[0].replace("numpy", "np") + "." + n + "[...]" for n in dir(root)
+                     if getattr(root, n) is owner), None)
+    function = inspect.unwrap(getattr(module, code.co_name, None) or (lambda: None))
+    return spelled + code.co_name + "(...)" if getattr(function, "__code__", None) is code else None
+
+
+def _array_message(caller):
+    """What to say when a traced value is asked for as a NumPy array by ``caller``."""
+    fix = ("Build arrays from traced values with np.stack([...]) or bd.numpy.array([...]), "
+           "and call NumPy functions on those")
+    if caller is None:
+        return ("np.array/np.asarray of a traced value, or of a list of them (or writing one "
+                f"into a NumPy array): {_NO_NUMBER}{fix}")
+    if caller.startswith("scipy.special."):
+        fix = f"Use batchdiff.special.{caller[14:-5]}, written for traced values"
+    return (f"{caller} asked for a traced value as a NumPy array (NumPy and SciPy convert "
+            f"the arguments they do not dispatch, a Python list of traced values among them): "
+            f"{_NO_NUMBER}{fix}")
 
 
 # -- NumPy functions ------------------------------------------------------------------
 
 def _by_numpy(func):
-    """Run NumPy's own ``func`` on the object arrays (it only moves elements or uses + and *)."""
+    """Run NumPy's own ``func`` on the object arrays (it only moves elements or uses + and *);
+    a list or tuple of arrays it returns (np.split) is one of TracedArrays."""
     def handler(*args, **kwargs):
         dtype = _dtype_of(args) or _dtype_of(list(kwargs.values()))
-        return _wrap(func(*_unwrap(list(args)), **kwargs), dtype)
+        result = func(*_unwrap(list(args)), **{k: _unwrap(v) for k, v in kwargs.items()})
+        if isinstance(result, (list, tuple)):
+            return type(result)(_wrap(r, dtype) for r in result)
+        return _wrap(result, dtype)
     return handler
+
+
+def _elementwise(fn, *args):
+    """The scalar function ``fn`` on broadcast ``args``: one block instruction where
+    ``block_trace`` fits it, else ``fn`` per element."""
+    dtype = _dtype_of(args)
+    result = block_trace.elementwise(fn, args, dtype)
+    if result is not None:
+        return result
+    return _wrap(np.frompyfunc(fn, len(args), 1)(*(_objects(x) for x in args)), dtype)
 
 
 def _where(condition, x=None, y=None):
@@ -374,12 +457,7 @@ def _where(condition, x=None, y=None):
         raise UnsupportedOperationError(
             "np.where(condition) with one argument (indices of non-zeros) depends on values; "
             "use the three-argument np.where(condition, x, y)")
-    dtype = _dtype_of([condition, x, y])
-    result = block_trace.elementwise(where_fn, [condition, x, y], dtype)
-    if result is not None:
-        return result
-    return _wrap(np.frompyfunc(where_fn, 3, 1)(_objects(condition), _objects(x), _objects(y)),
-                 dtype)
+    return _elementwise(where_fn, condition, x, y)
 
 
 def _or_elements(block_rule, func):
@@ -462,12 +540,8 @@ def _clip(a, a_min=None, a_max=None, **kwargs):
             "use the returned value instead")
     if a_min is None and a_max is None:
         return a
-    args = (a, -math.inf if a_min is None else a_min, math.inf if a_max is None else a_max)
-    result = block_trace.elementwise(elementwise("clip"), args, _dtype_of(args))
-    if result is not None:
-        return result
-    return _wrap(np.frompyfunc(elementwise("clip"), 3, 1)(*(_objects(x) for x in args)),
-                 _dtype_of(args))
+    return _elementwise(elementwise("clip"), a, -math.inf if a_min is None else a_min,
+                        math.inf if a_max is None else a_max)
 
 
 def _shape(a):
@@ -505,6 +579,8 @@ HANDLED_FUNCTIONS = {
     np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
 }
 
-from .linalg import HANDLED as _LINALG  # noqa: E402  (it reads the helpers above)
+from .linalg import HANDLED as _LINALG  # noqa: E402  (they read the helpers above)
+from .numpy_functions import HANDLED as _MORE  # noqa: E402
 
 HANDLED_FUNCTIONS.update(_LINALG)
+HANDLED_FUNCTIONS.update(_MORE)
