@@ -10,7 +10,7 @@ array([[36., -6.]])
 """
 import logging
 
-from . import numpy, scipy
+from . import numpy, scipy, special
 from .api import (Transformed, gauss_newton, gauss_newton_step, grad, hessian, hvp, jacobian,
                   jvp, newton_step, value_and_grad, value_and_hessian, value_and_jacobian,
                   value_grad_and_hessian, vjp)

@@ -28,6 +28,7 @@ these primitives in ``ufuncs.py`` and add no rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Callable
 
 import numpy as np
@@ -68,6 +69,7 @@ def _select(c, a, b):
 
 
 OPS: dict[str, Op] = {}
+_ERF_SCALE = 2.0 / math.sqrt(math.pi)
 
 
 def _op(name, arity, value, partials, py, c, commutative=False):
@@ -94,6 +96,42 @@ _op("log", 1, np.log, lambda a, y: (1.0 / a,), "np.log({0})", "log{f}({0})")
 _op("log1p", 1, np.log1p, lambda a, y: (1.0 / (1.0 + a),), "np.log1p({0})", "log1p{f}({0})")
 _op("expm1", 1, np.expm1, lambda a, y: (y + 1.0,), "np.expm1({0})", "expm1{f}({0})")
 _op("cbrt", 1, np.cbrt, lambda a, y: (1.0 / (3.0 * y * y),), "np.cbrt({0})", "cbrt{f}({0})")
+
+# --- special functions: the C library's erf, erfc and lgamma (NumPy has none). The value
+# rule is a NumPy ufunc compiled by Numba from the same math-module call the kernels make,
+# so the reference interpreter and the kernels call one C function (Python's own
+# math.lgamma loses thousands of ulp near 1 and 2). lgamma's derivative, digamma, is
+# written in primitive ops (``special.digamma``), and so are its own derivatives.
+_LIBM: dict = {}
+
+
+def _libm(name):
+    """``math.<name>`` as a NumPy ufunc for float32 and float64, compiled on first use."""
+    def value(a):
+        if name not in _LIBM:
+            import numba
+            fn = getattr(math, name)
+            _LIBM[name] = numba.vectorize(["float64(float64)", "float32(float32)"],
+                                          cache=True)(lambda v: fn(v))
+        a = np.asarray(a)
+        if a.dtype in (np.float32, np.float64):
+            return _LIBM[name](a)[()]
+        kind = a.dtype if a.dtype.kind == "f" else np.float64   # long double: in float64
+        return _LIBM[name](a.astype(np.float64)).astype(kind)[()]
+    return value
+
+
+def _digamma(a):
+    from .special import digamma
+    return digamma(a)
+
+
+_op("erf", 1, _libm("erf"),
+    lambda a, y: (_ERF_SCALE * _call("exp", -(a * a)),), "{T}(math.erf({0}))", "erf{f}({0})")
+_op("erfc", 1, _libm("erfc"),
+    lambda a, y: (-_ERF_SCALE * _call("exp", -(a * a)),), "{T}(math.erfc({0}))", "erfc{f}({0})")
+_op("lgamma", 1, _libm("lgamma"), lambda a, y: (_digamma(a),),
+    "{T}(math.lgamma({0}))", "lgamma{f}({0})")
 
 # --- trigonometric and hyperbolic ------------------------------------------------------
 _op("sin", 1, np.sin, lambda a, y: (_call("cos", a),), "np.sin({0})", "sin{f}({0})")

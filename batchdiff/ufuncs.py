@@ -14,6 +14,7 @@ import numpy as np
 from .errors import UnsupportedOperationError
 from .graph import Var, apply
 from .ops import OPS
+from .special import NUMPY_UFUNCS, scipy_ufuncs
 
 
 def elementwise(op: str):
@@ -184,6 +185,7 @@ UFUNCS = {
 UFUNCS[np.bitwise_and] = UFUNCS[np.logical_and]
 UFUNCS[np.bitwise_or] = UFUNCS[np.logical_or]
 UFUNCS[np.invert] = UFUNCS[np.logical_not]
+UFUNCS.update(NUMPY_UFUNCS)
 REDUCIBLE = {np.add: 0.0, np.multiply: 1.0, np.maximum: None, np.minimum: None}  # -> identity
 
 
@@ -195,6 +197,8 @@ def check(ufunc, method):
     ...
     batchdiff.errors.UnsupportedOperationError: np.frexp is not supported on traced values; ...
     """
+    if ufunc not in UFUNCS:
+        UFUNCS.update(scipy_ufuncs())           # once SciPy is imported: its ufuncs
     if ufunc not in UFUNCS and not (ufunc is np.matmul and method == "__call__"):
         raise UnsupportedOperationError(
             f"np.{ufunc.__name__} is not supported on traced values; supported ufuncs: "

@@ -304,7 +304,7 @@ def reproducer(failure: Failure) -> str:
     lines = [f"# batchdiff.fuzz graph seed {g.seed}, point {failure.point}"
              f"{' (at a kink)' if failure.at_kink else ''}: {failure.part} on "
              f"{failure.executor}, {failure.dtype}",
-             "import numpy as np", "import batchdiff as bd",
+             "import numpy as np", "import scipy.special", "import batchdiff as bd",
              "from batchdiff.fuzz.graphs import BLOCK_U, BLOCK_V, BLOCK_W", "", g.source(),
              f"X = np.array([{list(x)}], dtype=np.{failure.dtype})"]
     if failure.part in ("jvp", "hvp"):

@@ -116,6 +116,10 @@ RULES = {
                  kink=lambda p, a, b: abs(p * a - mp.floor(p * a) - 0.5), weight=0.3),
     "fmod": Rule(1, "np.fmod({0}, {p})", lambda p, a: mp.sign(a) * mp.fmod(abs(a), abs(p)), (0.75, -1.5),
                  kink=lambda p, a: abs(a / p - mp.nint(a / p)) * abs(p), weight=0.4),
+    "erf": Rule(1, "scipy.special.erf({0})", lambda p, a: mp.erf(a)),
+    "erfc": Rule(1, "scipy.special.erfc({0})", lambda p, a: mp.erfc(a)),
+    "gammaln": Rule(1, "scipy.special.gammaln({p} + {0} * {0})",
+                    lambda p, a: mp.loggamma(p + a * a), (0.25, 1.5), weight=0.5),
     "hypot": Rule(2, "np.hypot({0}, {1})", lambda p, a, b: mp.hypot(a, b),
                   kink=lambda p, a, b: mp.hypot(a, b)),
     "abs": Rule(1, "np.abs({0})", lambda p, a: abs(a), kink=lambda p, a: abs(a)),
@@ -208,7 +212,8 @@ class RandomGraph:
         return "\n".join(lines) + "\n"
 
     def function(self) -> Callable:
-        space = {"np": np, "bd": batchdiff, **BLOCK_NAMES}
+        import scipy.special        # the special-function rules call it, as users do
+        space = {"np": np, "scipy": scipy, "bd": batchdiff, **BLOCK_NAMES}
         exec(self.source(), space)
         return space["f"]
 
