@@ -18,10 +18,11 @@ array([[[2., 0.],
 import numpy as _np
 from numpy import (  # noqa: F401  (re-exported: they dispatch to traced values)
     abs, absolute, arccos, arcsin, arctan, arctan2, clip, concatenate, cos, cosh, cross,
-    diag, dot, einsum, exp, exp2, expm1, hstack, hypot, log, log1p, log2, log10, matmul,
-    maximum, mean, minimum, outer, power, prod, reshape, sign, sin, sinh, sqrt, square,
-    stack, sum, tan, tanh, trace, transpose, vstack, where, zeros_like, ones_like,
-    pi, e, inf, nan)
+    diag, diff, divmod, dot, einsum, exp, exp2, expm1, floor_divide, fmax, fmin, gradient,
+    hstack, hypot, linspace, log, log1p, log2, log10, matmul, maximum, mean, minimum, mod,
+    nan_to_num, outer, pad, power, prod, remainder, reshape, round, select, sign, sin, sinc,
+    sinh, sort, split, sqrt, square, stack, std, sum, tan, tanh, trace, transpose, var,
+    vstack, where, zeros_like, ones_like, pi, e, inf, nan)
 
 from .graph import active_graphs as _active_graphs
 from .graph import apply as _apply

@@ -285,9 +285,14 @@ class TracedArray(Operators):
         "through, as PyTorch's tensor.item() gives, use bd.stop_gradient(v)")
     tolist = _no_number(
         "v.tolist()", "Use v itself, or list(v) for a list of its traced elements")
-    __round__ = _no_number(
-        "round()", "Rounding has no derivative and batchdiff has no rounding op: round "
-        "outside f, and pass the rounded numbers in as an argument")
+    _round_to_int = _no_number(
+        "round() to an int", "Use np.round(v) or np.rint(v), which stay traced values (with "
+        "a zero derivative), or round(v, ndigits)")
+
+    def __round__(self, ndigits=None):
+        if ndigits is None:
+            self._round_to_int()
+        return np.round(self, ndigits)
     __trunc__ = _no_number("math.trunc()", "Truncate outside f and pass the numbers in")
     __floor__ = _no_number("math.floor()", "Round down outside f and pass the numbers in")
     __ceil__ = _no_number("math.ceil()", "Round up outside f and pass the numbers in")

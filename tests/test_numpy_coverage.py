@@ -70,7 +70,8 @@ CASES = {
                                              np.floor_divide(x[3:], x[:3]), *np.divmod(x, -1.3),
                                              np.fmod(x[:3], x[3:])]), AWAY_FROM_ZERO, True),
     "round": (lambda x: np.concatenate([np.round(x * 10, 1), np.around(x * 100, -1), x.round(2),
-                                        np.round(x), np.fix(3 * x)]), X6, True),
+                                        np.round(x), np.fix(3 * x), np.atleast_1d(round(x[0] * 5, 1)),
+                                        bd.numpy.round(x[:2], 1)]), X6, True),
     # statistics
     "var-std": (lambda x: np.concatenate([np.atleast_1d(np.var(x)), np.std(x.reshape(2, 3), 0),
                                           np.var(x.reshape(2, 3), axis=1, ddof=1),
@@ -289,6 +290,7 @@ def test_arrays_from_traced_values_name_the_call_and_the_fix(use, names):
     (lambda x: np.gradient(x[:2], edge_order=2), ValueError, "too small"),
     (lambda x: np.var(x, out=np.zeros(())), bd.UnsupportedOperationError, "out="),
     (lambda x: np.linspace(x[0], x[1], 3, dtype=int), bd.UnsupportedOperationError, "dtype"),
+    (lambda x: round(x[0]), bd.TracerConversionError, r"np\.round\(v\)"),
 ])
 def test_bad_inputs(use, error, match):
     with pytest.raises(error, match=match):
