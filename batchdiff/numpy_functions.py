@@ -12,7 +12,8 @@ import numpy as np
 
 from . import ufuncs
 from .errors import UnsupportedOperationError
-from .traced_array import TracedArray, _by_numpy, _dtype_of, _elementwise, _objects, _wrap
+from .traced_array import (TracedArray, _by_numpy, _dtype_of, _elementwise, _has_tracer,
+                           _objects, _wrap)
 from .ufuncs import where_fn
 
 
@@ -62,14 +63,9 @@ def _pad(array, pad_width, mode="constant", **kwargs):
         raise UnsupportedOperationError(
             f"np.pad(..., mode={mode!r}) is not supported on traced values (it compares "
             f"values); supported modes: {', '.join(_PAD_MODES)}")
-    if mode == "constant" and not _has_traced(kwargs.get("constant_values", 0.0)):
+    if mode == "constant" and not _has_tracer(kwargs.get("constant_values", 0.0)):
         kwargs["constant_values"] = np.asarray(kwargs.get("constant_values", 0.0), np.float64)
     return _by_numpy(np.pad)(array, pad_width, mode=mode, **kwargs)
-
-
-def _has_traced(x):
-    return isinstance(x, TracedArray) or isinstance(x, (list, tuple)) and any(
-        _has_traced(e) for e in x)
 
 
 # -- sorting -------------------------------------------------------------------------
@@ -157,9 +153,9 @@ def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 
 def _round(a, decimals=0, out=None):
-    """np.round/np.around as NumPy computes it (``ufuncs._round_fn``); zero derivative."""
+    """np.round/np.around as NumPy computes it (``ufuncs.round_fn``); zero derivative."""
     _refuse("round", out)
-    return _elementwise(ufuncs._round_fn(decimals), a)
+    return _elementwise(ufuncs.round_fn(decimals), a)
 
 
 def _fix(x, out=None):

@@ -92,7 +92,7 @@ def divmod_fn(a, b):
     return _stop(where_fn(_eq(b, 0.0), _div(a, b), quotient)), mod
 
 
-def _round_fn(decimals):
+def round_fn(decimals):
     """``np.round(x, decimals)`` on one element as NumPy computes it: rint(x * 10**d) / 10**d,
     or rint(x / 10**-d) * 10**-d for negative ``decimals`` (10**d by NumPy's power_of_ten)."""
     scale = 10.0 ** min(abs(decimals), 9)
