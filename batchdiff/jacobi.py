@@ -39,7 +39,10 @@ def sweeps(n: int) -> int:
     return 0 if n < 2 else 1 if n == 2 else n + 1
 
 
-def _where(c, a, b):
+def where(c, a, b):
+    """``where(c, a, b)``; plain numbers (the identity's entries) select in Python."""
+    if not any(isinstance(x, Var) for x in (c, a, b)):
+        return a if c else b
     return apply("where", (c, a, b))
 
 
@@ -51,9 +54,9 @@ def _rotation(app, aqq, apq):
     σ d rather than |d|: at d = 0 the derivative is that of the branch taken (d > 0),
     where abs'(0) = 0 would drop the d term."""
     d = aqq - app
-    sign = _where(d < 0.0, -1.0, 1.0)
+    sign = where(d < 0.0, -1.0, 1.0)
     den = sign * d + apply("hypot", (d, 2.0 * apq))
-    t = 2.0 * sign * apq / _where(den == 0.0, 1.0, den)
+    t = 2.0 * sign * apq / where(den == 0.0, 1.0, den)
     c = 1.0 / apply("sqrt", (1.0 + t * t,))
     return c, t * c, t
 
@@ -73,11 +76,11 @@ def _sort(values, vector_sets, descending=False):
         for i in range(end):
             a, b = values[i], values[i + 1]
             swap = (b > a) if descending else (b < a)
-            values[i], values[i + 1] = _where(swap, b, a), _where(swap, a, b)
+            values[i], values[i + 1] = where(swap, b, a), where(swap, a, b)
             for rows in vector_sets:
                 for row in rows:
                     u, v = row[i], row[i + 1]
-                    row[i], row[i + 1] = _where(swap, v, u), _where(swap, u, v)
+                    row[i], row[i + 1] = where(swap, v, u), where(swap, u, v)
 
 
 def _fix_signs(rows, *others):
@@ -86,8 +89,8 @@ def _fix_signs(rows, *others):
     for k in range(len(rows[0])):
         big = rows[0][k]
         for row in rows[1:]:
-            big = _where(abs(row[k]) > abs(big), row[k], big)
-        sign = _where(big < 0.0, -1.0, 1.0)
+            big = where(abs(row[k]) > abs(big), row[k], big)
+        sign = where(big < 0.0, -1.0, 1.0)
         for row in [*rows, *(r for vectors in others for r in vectors)]:
             row[k] = sign * row[k]
 
@@ -98,7 +101,7 @@ def _finite(rows, *outputs):
     entries = [e for row in rows for e in row]
     g = entries[0].graph
     ok = Var(g, all_finite(g, [e.id for e in entries]))
-    return [[[_where(ok, x, float("nan")) for x in row] for row in rows_out]
+    return [[[where(ok, x, float("nan")) for x in row] for row in rows_out]
             for rows_out in outputs]
 
 
@@ -165,8 +168,8 @@ def svd(A):
     for k in range(n):
         squares = sum(row[k] * row[k] for row in C)
         zero = squares == 0.0
-        sigma.append(_where(zero, 0.0, apply("sqrt", (_where(zero, 1.0, squares),))))
-    U = [[row[k] / _where(sigma[k] == 0.0, 1.0, sigma[k]) for k in range(n)] for row in C]
+        sigma.append(where(zero, 0.0, apply("sqrt", (where(zero, 1.0, squares),))))
+    U = [[row[k] / where(sigma[k] == 0.0, 1.0, sigma[k]) for k in range(n)] for row in C]
     _sort(sigma, [U, V], descending=True)
     _fix_signs(U, V)
     [sigma], U, V = _finite(A, [sigma], U, V)

@@ -84,11 +84,8 @@ def _linalg_solve(a, b):
     g = block_trace._graph([*A.flat, *B2.flat])
     X = linsolve.solve(g, [[g.operand(e) for e in row] for row in A],
                        [[g.operand(e) for e in row] for row in B2])
-    out = np.empty(B2.shape, dtype=object)
-    for i, row in enumerate(X):
-        for j, node in enumerate(row):
-            out[i, j] = Var(g, node)
-    return _wrap(out.reshape(B.shape) if vector else out, _dtype_of((a, b)))
+    out = _traced(_vars(g, X), (a, b))
+    return out.reshape(B.shape) if vector else out
 
 
 def _linalg_inv(a):
@@ -236,15 +233,15 @@ def _linalg_pinv(a, rcond=None, hermitian=False, *, rtol=_UNSET):
             [0.08, 0.16]]])
     """
     A = _rows(a, "np.linalg.pinv", square=False)
+    if rcond is not None and rtol is not _UNSET:
+        raise ValueError("np.linalg.pinv: rtol and rcond can't be both set")
     if rcond is None:
         eps = np.finfo(_dtype_of((a,)) or np.float64).eps
-        rcond = 1e-15 if rtol is _UNSET else max(len(A), len(A[0])) * eps \
-            if rtol is None else rtol
-    elif rtol is not _UNSET:
-        raise ValueError("np.linalg.pinv: rtol and rcond can't be both set")
+        rcond = 1e-15 if rtol is _UNSET else rtol if rtol is not None else \
+            max(len(A), len(A[0])) * eps
     U, s, V = jacobi.svd(A)
     kept = [x > rcond * s[0] for x in s]
-    inverse = [jacobi._where(k, 1.0 / jacobi._where(k, x, 1.0), 0.0) for k, x in zip(kept, s)]
+    inverse = [jacobi.where(k, 1.0 / jacobi.where(k, x, 1.0), 0.0) for k, x in zip(kept, s)]
     return _traced([[sum(V[i][k] * inverse[k] * U[j][k] for k in range(len(s)))
                      for j in range(len(U))] for i in range(len(V))], a)
 
@@ -310,7 +307,7 @@ def _singular_value_norm(x, ord, row, col, keepdims):
     X = np.moveaxis(_objects(x), (row, col), (-2, -1))
     out = np.empty(X.shape[:-2], dtype=object)
     for index in np.ndindex(out.shape):
-        _, s, _ = jacobi.svd(_rows(X[index], "np.linalg.norm", square=False))
+        _, s, _ = jacobi.svd(_rows(_wrap(X[index], None), "np.linalg.norm", square=False))
         out[index] = s[0] if ord == 2 else s[-1] if ord == -2 else sum(s[1:], s[0])
     if keepdims:
         out = np.expand_dims(out, (row, col))

@@ -11,7 +11,9 @@ that is less than writing J to memory and reading it back.
 
 A point whose system is singular (a zero pivot) or holds a non-finite number gets NaN
 in every entry of its solution, never a wrong number or an exception for the batch.
-(A system whose entries sum beyond the dtype's range counts as non-finite.)
+(A system whose entries sum beyond the dtype's range counts as non-finite.) ``det`` and
+``slogdet`` read the same pivots; ``cholesky`` factors a symmetric positive definite
+matrix, NaN throughout where it is not one.
 
 >>> from batchdiff.graph import Graph
 >>> from batchdiff.interpreter import evaluate
