@@ -16,7 +16,8 @@ the values: with ``n + 1`` sweeps they match dλ = vᵀ dA v to 1e-14 at n = 3 .
 where ``n`` sweeps leave 1e-10 at n = 3.
 
 The code grows as n⁴ (n + 1 sweeps of n(n-1)/2 rotations of about 12 n instructions):
-meant for matrices up to about 8 x 8 (8 x 8: about 70,000 instructions).
+meant for matrices up to about 8 x 8: there a vjp of the eigenvalues is some 42,000
+instructions, with the eigenvectors 84,000 (3 x 3: 800 and 1,600).
 
 >>> from batchdiff.graph import Graph, Var
 >>> from batchdiff.interpreter import evaluate

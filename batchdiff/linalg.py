@@ -17,7 +17,7 @@ import numpy as np
 
 from . import block_trace, jacobi, linsolve
 from .errors import UnsupportedOperationError
-from .graph import Var
+from .graph import Var, active_graphs
 from .traced_array import _dtype_of, _objects, _wrap
 
 # NumPy's named tuples of results (plain tuples before NumPy 2)
@@ -44,8 +44,15 @@ def _rows(a, what, square=True):
     """The elements of a traced matrix (shape (n, n), or (m, n) where ``square`` is
     False) as rows of Vars of the graph they go to."""
     A = _check(_objects(a), what, square)
-    g = block_trace._graph(list(A.flat))
+    g = _graph_of(A.flat)
     return [[Var(g, g.operand(e)) for e in row] for row in A]
+
+
+def _graph_of(elements):
+    """The graph the elements' Vars belong to; the innermost trace's where they are all
+    numbers (a matrix from ``bd.numpy.zeros``): the graph folds them as constants."""
+    g = block_trace._graph(list(elements))
+    return active_graphs()[-1] if g is None else g
 
 
 def _ids(rows):
@@ -81,7 +88,7 @@ def _linalg_solve(a, b):
             f"np.linalg.solve on traced values takes b of shape ({A.shape[0]},) or "
             f"({A.shape[0]}, k), got {B.shape}")
     B2 = B.reshape(A.shape[0], -1)
-    g = block_trace._graph([*A.flat, *B2.flat])
+    g = _graph_of([*A.flat, *B2.flat])
     X = linsolve.solve(g, [[g.operand(e) for e in row] for row in A],
                        [[g.operand(e) for e in row] for row in B2])
     out = _traced(_vars(g, X), (a, b))
@@ -160,7 +167,7 @@ def _linalg_eigh(a, UPLO="L"):
     """``np.linalg.eigh`` per point: ``(eigenvalues, eigenvectors)`` (NumPy's named tuple)
     of the symmetric matrix of ``a``'s lower (``UPLO='L'``) or upper triangle, by cyclic
     Jacobi rotations unrolled for a fixed number of sweeps (``jacobi``; about 12 n
-    instructions per rotation, n + 2 sweeps of n(n-1)/2 rotations: meant for n up to
+    instructions per rotation, n + 1 sweeps of n(n-1)/2 rotations: meant for n up to
     about 8). Eigenvalues ascending; eigenvector ``k`` is column ``k``, signed so that
     its entry of largest magnitude (the first of equals) is positive (LAPACK's sign is
     arbitrary). A non-finite entry makes the point's results NaN.

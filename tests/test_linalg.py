@@ -377,6 +377,17 @@ def test_matrix_power_and_multi_dot_as_numpy():
         bd.grad(lambda a: np.linalg.multi_dot([a])[0, 0], **NUMPY)(A)
 
 
+def test_matrices_of_constants_fold():
+    """A matrix from bd.numpy.ones holds numbers, no traced values: the results are
+    constants of the tape, NumPy's numbers."""
+    def f(v):
+        C = bd.numpy.ones((2, 2)) + np.eye(2)
+        return v[0] * np.linalg.eigvalsh(C)[1] + np.linalg.solve(C, bd.numpy.ones(2))[0]
+    value, grad = bd.value_and_grad(f, **NUMPY)(np.ones((1, 2)))
+    np.testing.assert_allclose(value, [3.0 + 1.0 / 3.0])
+    np.testing.assert_allclose(grad, [[3.0, 0.0]])
+
+
 def test_bad_matrices_get_clear_errors():
     for f in (np.linalg.slogdet, np.linalg.cholesky, np.linalg.eigh, np.linalg.eigvalsh):
         with pytest.raises(UnsupportedOperationError, match="square matrix per point"):
