@@ -208,14 +208,14 @@ def _erfc_scaled_argument(x):
     """erfc(-x / sqrt 2) with the product x / sqrt 2 carried to twice the working
     precision (Dekker's product; a correction erfc'(z) dz): rounding z alone would cost
     2 z^2 ulp, 1400 at x = -37."""
-    xs = _where(_abs(x) < 1e300, x, 0.0)
+    xs = _where(_abs(x) < 1e30, x, 0.0)           # no overflow of _SPLIT * x in float32
     t = _SPLIT * xs
     hi = t - (t - xs)
     lo = xs - hi
     z = -(xs * _SQRT1_2)
     dz = -((((hi * _SQRT1_2_HI - xs * _SQRT1_2) + hi * _SQRT1_2_MID + lo * _SQRT1_2_HI)
             + lo * _SQRT1_2_MID) + xs * _SQRT1_2_LO)
-    z = _where(_abs(x) < 1e300, z, -(x * _SQRT1_2))
+    z = _where(_abs(x) < 1e30, z, -(x * _SQRT1_2))
     return _erfc(z) + _ERFC_SLOPE * _exp(-(z * z)) * dz
 
 
