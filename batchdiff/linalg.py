@@ -232,6 +232,7 @@ def _linalg_pinv(a, rcond=None, hermitian=False, *, rtol=_UNSET):
     at or below ``rcond`` times the largest taken as zero (chosen by ``where``; ``rcond``
     and ``rtol`` as NumPy: 1e-15 by default, ``rtol=None`` gives max(m, n) eps). Its
     derivatives are those of the kept singular triplets, exact where the rank holds.
+    ``hermitian`` is accepted (the general method gives the same values).
 
     >>> import numpy as np, batchdiff as bd
     >>> A = np.array([[[1.0, 2.0], [2.0, 4.0]]])                      # rank 1

@@ -1,7 +1,8 @@
-"""np.linalg.solve, inv and det on traced matrices (``batchdiff.linsolve``).
+"""np.linalg on traced matrices (``batchdiff.linsolve``, ``batchdiff.jacobi``).
 
-Oracles: LAPACK through NumPy for the values, Jacobi's formula (d det A / dA = det(A)
-A⁻ᵀ) and d(A⁻¹b)/db = A⁻¹ for the derivatives, central differences for the Hessian.
+Oracles: LAPACK through NumPy for the values; Jacobi's formula (d det A / dA = det(A)
+A⁻ᵀ), d(A⁻¹b)/db = A⁻¹ and the other closed forms named below for the derivatives;
+central differences of NumPy's own functions for the rest and for Hessians.
 """
 import numpy as np
 import pytest
