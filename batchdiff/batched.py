@@ -25,9 +25,13 @@ from .transforms import KINDS, TRANSFORMS, Program, _unpack, build_program
 HESSIANS = ("hessian", "value_and_hessian", "value_grad_and_hessian")
 
 
-def _check_mode(mode):
+def _check_mode(mode, kind):
     if mode not in ad.MODES:
         raise ValueError(f"mode={mode!r}: use one of {ad.MODES}")
+    fixed = TRANSFORMS[kind].fixed_mode if kind in TRANSFORMS else ""
+    if fixed and mode != "auto":
+        raise ValueError(f"bd.{kind} is computed in {fixed} mode whatever mode says: "
+                         f"mode={mode!r} would have no effect, so leave it out")
 
 
 def _check_sparse(kind, sparse, triangle, single):
@@ -68,7 +72,7 @@ class BatchedTransform:
         self.argnums = (int(argnums),) if self.single else tuple(int(a) for a in argnums)
         if len(set(self.argnums)) != len(self.argnums):
             raise ValueError(f"argnums {argnums!r} repeats an argument")
-        _check_mode(mode)
+        _check_mode(mode, kind)
         kernels.check_choice(backend, method)
         self.backend, self.method, self.mode = backend, method, mode
         self.sparse = _check_sparse(kind, sparse, triangle, self.single)

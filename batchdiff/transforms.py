@@ -148,7 +148,9 @@ class _Traced:
 # -- the transforms: each builds its derivative tape and the layout of its results ----
 
 def _grad(t, with_value=False):
-    dtape = ad.jacobian_tape(t.tape, t.wrt, "reverse", with_value=with_value)
+    """One reverse sweep unless ``mode="forward"`` asks for a tangent per input."""
+    mode = "reverse" if t.mode == "auto" else t.mode
+    dtape = ad.jacobian_tape(t.tape, t.wrt, mode, with_value=with_value)
     grads = t.per_arg(int(with_value))
     return dtape, ((t.value(), grads) if with_value else grads)
 
@@ -250,12 +252,14 @@ class _Kind:
     ``scalar``: f must return a scalar; ``extra``: "tangent" (one per argnum),
     "cotangent" (one) or "damping" (one scalar λ) follow f's arguments in a call;
     ``collapse(results)`` is what a call with an int ``argnums`` returns of the
-    per-argnum tuples.
+    per-argnum tuples; ``fixed_mode``: how it differentiates whatever ``mode`` says
+    (a transform with one must be given no other ``mode`` than "auto").
     """
     build: Callable
     scalar: bool = False
     extra: str = ""
     collapse: Callable = _first
+    fixed_mode: str = ""
 
 
 TRANSFORMS = {
@@ -267,9 +271,9 @@ TRANSFORMS = {
     "value_and_hessian": _Kind(_value_and_hessian, collapse=lambda res: (res[0], res[1][0][0])),
     "value_grad_and_hessian": _Kind(_value_grad_and_hessian, scalar=True,
                                     collapse=lambda res: (res[0], res[1][0], res[2][0][0])),
-    "jvp": _Kind(_jvp, extra="tangent", collapse=lambda res: res),
-    "vjp": _Kind(_vjp, extra="cotangent", collapse=_value_first),
-    "hvp": _Kind(_hvp, scalar=True, extra="tangent"),
+    "jvp": _Kind(_jvp, extra="tangent", collapse=lambda res: res, fixed_mode="forward"),
+    "vjp": _Kind(_vjp, extra="cotangent", collapse=_value_first, fixed_mode="reverse"),
+    "hvp": _Kind(_hvp, scalar=True, extra="tangent", fixed_mode="forward over reverse"),
     "newton_step": _Kind(_step(steps.newton_tape, False)),
     "damped_newton_step": _Kind(_step(steps.newton_tape, True), extra="damping"),
     "gauss_newton_step": _Kind(_step(steps.gauss_newton_tape, False)),
