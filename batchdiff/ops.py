@@ -22,6 +22,14 @@ At a kink an op's partials are a deliberate choice (``docs/writing-functions.md`
 (abs'(0) = 0, a max/min tie splits 1/2 and 1/2, hypot'(0, 0) = (0, 0)), and x itself on
 clip's closed interval (the value there is x, so the derivative is 1).
 
+The remaining fields are facts the code generators read, each set by keyword in the op's
+entry and described where ``Op`` declares it: whether Numba prints the op as a call of a
+helper function (``branches``), whether it compares its arguments (``comparison``,
+``compares``), the tiled kernels' own vectorisable function for it (``vector``,
+``reduced_range``, ``compile_weight``) and its place in the replay interpreter
+(``replay_rank``). ``tests/test_ops.py`` checks them against each other and against the
+modules that read them.
+
 Derived operations (``square``, ``reciprocal``, ``log10`` ...) are written in terms of
 these primitives in ``ufuncs.py`` and add no rules.
 """
@@ -43,6 +51,30 @@ class Op:
     py: str                      # Python / Numba spelling
     c: str                       # CUDA C spelling
     commutative: bool = False
+    # Numba kernels call a helper function ``_{name}`` defined once per module, its body
+    # the py spelling (kernels/numba_printers.py): the spelling branches (a conditional
+    # expression), which Numba types far more slowly than arithmetic
+    branches: bool = False
+    # a comparison, valued 1.0 or 0.0: peephole.py folds ne(comparison, 0) to it
+    comparison: bool = False
+    # compares its arguments: a constant argument is hidden from the compiler (read at run
+    # time), which folds some comparisons of literal constants wrongly (kernels/plan.py)
+    compares: bool = False
+    # the tiled Numba kernels' own branch-free function for the op (kernels/vector_math.py),
+    # ``{f}`` the float32 suffix as in ``c``: libm's function is a call that keeps a loop
+    # over points from vectorising; the replay interpreter uses the float64 one
+    vector: str | None = None
+    # the vector_math global bounding |argument| where ``vector`` holds (its argument
+    # reduction loses digits beyond): a tile or block with a larger one is computed again
+    # with libm's function (numba_printers.TiledPrinter, numba_replay)
+    reduced_range: str | None = None
+    # instructions the op's statement compiles like in a tiled Numba kernel
+    # (numba_compiled.compile_seconds): an inlined ``vector`` function is itself and about
+    # 28 more (benchmarks/results/numba_compile.md)
+    compile_weight: int = 1
+    # place in the replay interpreter's chain of branches, walked per instruction
+    # (numba_replay.OPCODES): the most frequent ops first; None: after them, in table order
+    replay_rank: int | None = None
 
 
 def _call(name, *args):
@@ -72,16 +104,20 @@ OPS: dict[str, Op] = {}
 _ERF_SCALE = 2.0 / math.sqrt(math.pi)
 
 
-def _op(name, arity, value, partials, py, c, commutative=False):
-    OPS[name] = Op(name, arity, value, partials, py, c, commutative)
+def _op(name, arity, value, partials, py, c, commutative=False, **facts):
+    OPS[name] = Op(name, arity, value, partials, py, c, commutative, **facts)
 
 
 # --- arithmetic ----------------------------------------------------------------------
-_op("add", 2, np.add, lambda a, b, y: (1.0, 1.0), "({0} + {1})", "({0} + {1})", True)
-_op("sub", 2, np.subtract, lambda a, b, y: (1.0, -1.0), "({0} - {1})", "({0} - {1})")
-_op("mul", 2, np.multiply, lambda a, b, y: (b, a), "({0} * {1})", "({0} * {1})", True)
-_op("div", 2, np.divide, lambda a, b, y: (1.0 / b, -y / b), "({0} / {1})", "({0} / {1})")
-_op("neg", 1, np.negative, lambda a, y: (-1.0,), "(-{0})", "(-{0})")
+_op("add", 2, np.add, lambda a, b, y: (1.0, 1.0), "({0} + {1})", "({0} + {1})", True,
+    replay_rank=1)
+_op("sub", 2, np.subtract, lambda a, b, y: (1.0, -1.0), "({0} - {1})", "({0} - {1})",
+    replay_rank=2)
+_op("mul", 2, np.multiply, lambda a, b, y: (b, a), "({0} * {1})", "({0} * {1})", True,
+    replay_rank=0)
+_op("div", 2, np.divide, lambda a, b, y: (1.0 / b, -y / b), "({0} / {1})", "({0} / {1})",
+    replay_rank=4)
+_op("neg", 1, np.negative, lambda a, y: (-1.0,), "(-{0})", "(-{0})", replay_rank=3)
 # d/db a**b = a**b log(a), taken as 0 where a == 0 (a**b is constant 0 there for b > 0);
 # log sees 1 there, so derivatives of this partial stay finite too (the "double where")
 _op("pow", 2, np.power,
@@ -134,8 +170,10 @@ _op("lgamma", 1, _libm("lgamma"), lambda a, y: (_digamma(a),),
     "{T}(math.lgamma({0}))", "lgamma{f}({0})")
 
 # --- trigonometric and hyperbolic ------------------------------------------------------
-_op("sin", 1, np.sin, lambda a, y: (_call("cos", a),), "np.sin({0})", "sin{f}({0})")
-_op("cos", 1, np.cos, lambda a, y: (-_call("sin", a),), "np.cos({0})", "cos{f}({0})")
+_op("sin", 1, np.sin, lambda a, y: (_call("cos", a),), "np.sin({0})", "sin{f}({0})",
+    vector="_sin{f}", reduced_range="TRIG_MAX", compile_weight=29)
+_op("cos", 1, np.cos, lambda a, y: (-_call("sin", a),), "np.cos({0})", "cos{f}({0})",
+    vector="_cos{f}", reduced_range="TRIG_MAX", compile_weight=29)
 _op("tan", 1, np.tan, lambda a, y: (1.0 + y * y,), "np.tan({0})", "tan{f}({0})")
 _op("asin", 1, np.arcsin, lambda a, y: (1.0 / _call("sqrt", 1.0 - a * a),),
     "np.arcsin({0})", "asin{f}({0})")
@@ -147,7 +185,8 @@ _op("atan2", 2, np.arctan2,
     "np.arctan2({0}, {1})", "atan2{f}({0}, {1})")
 _op("sinh", 1, np.sinh, lambda a, y: (_call("cosh", a),), "np.sinh({0})", "sinh{f}({0})")
 _op("cosh", 1, np.cosh, lambda a, y: (_call("sinh", a),), "np.cosh({0})", "cosh{f}({0})")
-_op("tanh", 1, np.tanh, lambda a, y: (1.0 - y * y,), "np.tanh({0})", "tanh{f}({0})")
+_op("tanh", 1, np.tanh, lambda a, y: (1.0 - y * y,), "np.tanh({0})", "tanh{f}({0})",
+    vector="_tanh{f}", compile_weight=29)
 # at (0, 0) the partials a/y, b/y are 0/0: dividing by inf there instead gives (0, 0),
 # and their own derivatives stay 0 (finite), as abs'(0) = 0 and abs''(0) = 0
 _op("asinh", 1, np.arcsinh, lambda a, y: (1.0 / _call("sqrt", a * a + 1.0),),
@@ -193,21 +232,21 @@ def _clip_partials(x, lo, hi):
 _op("abs", 1, np.abs, lambda a, y: (_call("sign", a),), "abs({0})", "fabs{f}({0})")
 _op("sign", 1, np.sign, lambda a, y: (None,),
     "({T}(1) if {0} > 0 else ({T}(-1) if {0} < 0 else {0} + {T}(0)))",
-    "(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0}) + ({T})0))")
+    "(({0}) > 0 ? ({T})1 : (({0}) < 0 ? ({T})-1 : ({0}) + ({T})0))", branches=True)
 _op("max", 2, np.maximum, lambda a, b, y: _tie_split(a > b, a == b),
     "({0} if {0} > {1} or {0} != {0} else {1})",
-    "((({0}) > ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))")
+    "((({0}) > ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))", branches=True, compares=True)
 _op("min", 2, np.minimum, lambda a, b, y: _tie_split(a < b, a == b),
     "({0} if {0} < {1} or {0} != {0} else {1})",
-    "((({0}) < ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))")
+    "((({0}) < ({1}) || ({0}) != ({0})) ? ({0}) : ({1}))", branches=True, compares=True)
 _op("clip", 3, _clip, lambda x, lo, hi, y: _clip_partials(x, lo, hi),
     "(({0} if {0} <= {2} or {0} != {0} else {2}) if {0} >= {1} or {0} != {0}"
     " else ({1} if {1} <= {2} or {1} != {1} else {2}))",
     "((({0}) >= ({1}) || ({0}) != ({0})) ? ((({0}) <= ({2}) || ({0}) != ({0})) ? ({0}) : ({2}))"
-    " : ((({1}) <= ({2}) || ({1}) != ({1})) ? ({1}) : ({2})))")
+    " : ((({1}) <= ({2}) || ({1}) != ({1})) ? ({1}) : ({2})))", branches=True, compares=True)
 _op("where", 3, _where,
     lambda c, a, b, y: (None, _select(c, 1.0, 0.0), _select(c, 0.0, 1.0)),
-    "({1} if {0} != 0 else {2})", "(({0}) != 0 ? ({1}) : ({2}))")
+    "({1} if {0} != 0 else {2})", "(({0}) != 0 ? ({1}) : ({2}))", branches=True, replay_rank=5)
 
 # --- rounding: integer-valued steps, derivative zero (as NumPy's and JAX's) -------------
 # fmod(a, b) = a - trunc(a / b) b exactly (C's fmod, which NumPy calls), so its partials
@@ -220,18 +259,20 @@ _op("fmod", 2, np.fmod, lambda a, b, y: (1.0, -_call("trunc", a / b)),
     "np.fmod({0}, {1})", "fmod{f}({0}, {1})")
 
 # --- comparisons: 1.0 or 0.0, derivative zero ------------------------------------------
-_op("lt", 2, _cmp(np.less), lambda a, b, y: (None, None), "{T}({0} < {1})", "({T})({0} < {1})")
+_op("lt", 2, _cmp(np.less), lambda a, b, y: (None, None), "{T}({0} < {1})", "({T})({0} < {1})",
+    comparison=True, compares=True)
 _op("le", 2, _cmp(np.less_equal), lambda a, b, y: (None, None),
-    "{T}({0} <= {1})", "({T})({0} <= {1})")
-_op("gt", 2, _cmp(np.greater), lambda a, b, y: (None, None), "{T}({0} > {1})", "({T})({0} > {1})")
+    "{T}({0} <= {1})", "({T})({0} <= {1})", comparison=True, compares=True)
+_op("gt", 2, _cmp(np.greater), lambda a, b, y: (None, None), "{T}({0} > {1})", "({T})({0} > {1})",
+    comparison=True, compares=True)
 _op("ge", 2, _cmp(np.greater_equal), lambda a, b, y: (None, None),
-    "{T}({0} >= {1})", "({T})({0} >= {1})")
+    "{T}({0} >= {1})", "({T})({0} >= {1})", comparison=True, compares=True)
 _op("eq", 2, _cmp(np.equal), lambda a, b, y: (None, None),
-    "{T}({0} == {1})", "({T})({0} == {1})", True)
+    "{T}({0} == {1})", "({T})({0} == {1})", True, comparison=True, compares=True)
 _op("ne", 2, _cmp(np.not_equal), lambda a, b, y: (None, None),
-    "{T}({0} != {1})", "({T})({0} != {1})", True)
+    "{T}({0} != {1})", "({T})({0} != {1})", True, comparison=True, compares=True)
 
 # --- the identity that blocks derivatives ------------------------------------------------
 _op("stop", 1, np.positive, lambda a, y: (None,), "{0}", "{0}")
 
-COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
+COMPARISONS = frozenset(name for name, op in OPS.items() if op.comparison)

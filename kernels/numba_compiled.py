@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from batchdiff.ops import OPS
+
 from . import bounded, cache
 from .numba_printers import BLOCK, TILE_BYTES, PointPrinter, TiledPrinter, tile_points  # noqa: F401
 from .plan import Plan, leaf_widths
-from .vector_math import FUNCTIONS, TRIG_OPS
 
 SEGMENT = 250          # statements per segment function
 # Tiled kernels (SIMD across points, ``numba_printers.TiledPrinter``) are chosen for tapes
@@ -39,12 +40,13 @@ SEGMENT = 250          # statements per segment function
 # 2-link arm: benchmarks/results/tiled.md). Tapes with at most 5 operations per output
 # stored (the Rosenbrock Hessians, the Lorenz-96 Jacobian) spend their time on stores and
 # run about as fast either way, and a tiled kernel compiles slower, its tanh, sin or cos
-# like INLINED_OPS instructions (benchmarks/results/numba_compile.md). The arm's value and
-# Jacobian (weighted 9.4 per store) run 2.5x faster tiled (benchmarks/fused.py). None:
-# never tile.
+# like many instructions (``ops.Op.compile_weight``, benchmarks/results/numba_compile.md).
+# The arm's value and Jacobian (weighted 9.4 per store) run 2.5x faster tiled
+# (benchmarks/fused.py). None: never tile.
 TILED_MIN_OPS_PER_STORE = 9
-# A tanh, sin or cos counts as LIBM_WEIGHT ops: a point kernel calls libm, about ten times
-# the cost of an arithmetic operation, where a tiled one has its own that vectorise
+# An op with its own vectorising function (``ops.Op.vector``: tanh, sin, cos) counts as
+# LIBM_WEIGHT ops: a point kernel calls libm, about ten times the cost of an arithmetic
+# operation, where a tiled one has its own that vectorise
 # (benchmarks/results/tiled_math.md); so the arm (9 ops, 4 of them sin or cos, 4 stores)
 # is tiled.
 LIBM_WEIGHT = 10
@@ -60,7 +62,6 @@ TILED_COMPILE_FACTOR = 2.7
 # a third to the compile time of a tiled tape with sin or cos: an estimate from the sin
 # chain's tiled gradient (benchmarks/problems.chain(125): 989 ops, 125 sin, 125 cos),
 # compiled with and without them
-INLINED_OPS = 28
 TRIG_REDO_FACTOR = 1.35
 # A kernel with blocks compiles in a time that grows with its instructions, not with the
 # blocks' sizes: a tanh MLP's gradient (25 instructions) and input Hessian (89) at widths
@@ -98,17 +99,18 @@ def is_tiled(tape, widths=None) -> bool:
     if stores is None:      # a plan of a long tape takes ms: auto asks on every call
         stores = _stores[key] = len(Plan(tape, widths).stores)
     counts = tape.op_counts
-    weighted = tape.num_ops + (LIBM_WEIGHT - 1) * sum(counts[op] for op in _INLINED)
+    weighted = tape.num_ops + (LIBM_WEIGHT - 1) * sum(
+        n for op, n in counts.items() if OPS[op].vector)
     return weighted >= TILED_MIN_OPS_PER_STORE * max(stores, 1)
 
 
 def compile_seconds(tape, widths=None) -> float:
     """About how long compiling the tape's kernel takes on the project's 2-core machine:
     ``COMPILE_SECONDS_PER_OP`` per instruction, ``TILED_COMPILE_FACTOR`` times that tiled
-    (``benchmarks/results/numba_compile.md``); a tiled kernel's tanh, sin or cos, inlined,
-    compiles like ``INLINED_OPS`` instructions, and sin and cos add the segments that redo
-    a tile with libm; a tape with blocks, ``BLOCK_COMPILE_SECONDS`` and
-    ``BLOCK_COMPILE_SECONDS_PER_OP``.
+    (``benchmarks/results/numba_compile.md``); a tiled kernel's op compiles like
+    ``ops.Op.compile_weight`` instructions (tanh, sin and cos, inlined, like many), and sin
+    and cos add the segments that redo a tile with libm (``TRIG_REDO_FACTOR``); a tape with
+    blocks, ``BLOCK_COMPILE_SECONDS`` and ``BLOCK_COMPILE_SECONDS_PER_OP``.
 
     >>> import numpy as np, batchdiff as bd
     >>> tape = bd.hessian(lambda v: np.sum(v ** 4)).tape(np.ones((1, 3)))
@@ -120,8 +122,8 @@ def compile_seconds(tape, widths=None) -> float:
     if not is_tiled(tape, widths):
         return COMPILE_SECONDS_PER_OP * tape.num_ops
     counts = tape.op_counts
-    trig = sum(counts[op] for op in TRIG_OPS)
-    ops = tape.num_ops + INLINED_OPS * sum(counts[op] for op in _INLINED)
+    trig = any(OPS[op].reduced_range for op in counts)
+    ops = sum(n * OPS[op].compile_weight for op, n in counts.items())
     return COMPILE_SECONDS_PER_OP * TILED_COMPILE_FACTOR * ops * (TRIG_REDO_FACTOR if trig else 1)
 
 
@@ -137,12 +139,16 @@ def _unload(key, module):
 _kernels = bounded.LRU(bounded.MAX_KERNELS, on_evict=_unload)
 _names = bounded.LRU(bounded.MAX_TAPES)
 _stores = bounded.LRU(bounded.MAX_TAPES)     # (tape, widths) -> outputs stored per point
-_INLINED = sorted({op for op, _ in FUNCTIONS})     # ops with their own vectorised spelling
 
 
 def is_loaded(key) -> bool:
     """Whether the kernel for ``(tape, str(dtype), sources, widths)`` is loaded in this process."""
     return key in _kernels
+
+
+def loaded(key):
+    """The kernel module of ``key`` (as ``is_loaded``) if it is loaded, else None."""
+    return _kernels.get(key)
 
 
 def kernel_module(tape, dtype, sources, widths, wait: bool = True):

@@ -27,20 +27,20 @@ from __future__ import annotations
 import numpy as np
 
 from batchdiff.blocks import BLOCK_OPS
-from batchdiff.ops import COMPARISONS
+from batchdiff.ops import OPS
 
 from .printing import expression
 
-# Ops that compare their arguments. A constant argument of one is not printed as a
-# literal but hidden from the compiler (read at run time from the shared inputs on the
-# CPU, through a volatile local in CUDA): LLVM 22.1 (llvmlite 0.50) and NVVM (nvcc
+# Ops that compare their arguments (``ops.Op.compares``). A constant argument of one is
+# not printed as a literal but hidden from the compiler (read at run time from the shared
+# inputs on the CPU, through a volatile local in CUDA): LLVM 22.1 (llvmlite 0.50) and NVVM (nvcc
 # 13.0), threading a comparison over a select, fold
 # ``select(fcmp(select(fcmp(c, x), c, x), c), ...)`` wrongly when both comparisons have
 # the same constant c: with ``v = np.maximum(1.0, x)``, ``np.where(v >= 1.0, v, 1.0)``
 # gave NaN at x = NaN, not 1.0, and ``np.maximum(0.0, x) > 0.0`` picked -0.0 at x = -0.0
 # (LLVM's instcombine alone does it to a four-instruction function). A comparison with a
 # value the compiler cannot see folds nothing.
-COMPARING_OPS = COMPARISONS | {"max", "min", "clip"}
+COMPARING_OPS = frozenset(name for name, op in OPS.items() if op.compares)
 
 
 def compared_constants(tape) -> list:

@@ -14,9 +14,13 @@ against NumPy in ``tests/test_executors.py`` and measured, with their speed, by
 ``python benchmarks/tiled_math.py`` (``benchmarks/results/tiled_math.md``).
 """
 
+from __future__ import annotations
+
 import re
 
 import numpy as np
+
+from batchdiff.ops import OPS
 
 
 # tanh for tiled float64 kernels, written so that LLVM vectorises it (libm's tanh is a
@@ -175,23 +179,38 @@ def _frozen(source: str, prefix: str) -> str:
 TANHF = _frozen(TANHF, "_ft")
 TRIGF = _frozen(TRIGF, "_fs")
 
+# Each source and the functions it defines (as ``ops.Op.vector`` names them), in the order
+# a kernel's module holds them: a kernel gets a source when one of its ops names one of
+# its functions
+SOURCES = ((TANH, TANHF, ("_tanh{f}",)),
+           (TRIG, TRIGF, ("_sin{f}", "_cos{f}")))
+
+
+def function(op, dtype) -> str | None:
+    """The name of ``op``'s own function (``ops.Op.vector``) in a tiled kernel of
+    ``dtype``, or None.
+
+    >>> from batchdiff.ops import OPS
+    >>> function(OPS["tanh"], np.float32), function(OPS["exp"], np.float64)
+    ('_tanhf', None)
+    """
+    if op.vector is None:
+        return None
+    return op.vector.format(f="f" if np.dtype(dtype) == np.float32 else "")
+
+
 # name in the kernels, by op and dtype
-FUNCTIONS = {("tanh", "float64"): "_tanh", ("tanh", "float32"): "_tanhf",
-             ("sin", "float64"): "_sin", ("sin", "float32"): "_sinf",
-             ("cos", "float64"): "_cos", ("cos", "float32"): "_cosf"}
-TRIG_OPS = ("sin", "cos")
+FUNCTIONS = {(name, dtype): function(op, dtype) for name, op in OPS.items() if op.vector
+             for dtype in ("float64", "float32")}
 
 
 def vector_math(ops, dtype) -> list:
-    """The sources a tiled kernel of ``dtype`` using ``ops`` needs (only those: a
+    """The sources a tiled kernel of ``dtype`` using ``ops`` (names) needs (only those: a
     change to one leaves the other kernels' cache entries valid)."""
     single = np.dtype(dtype) == np.float32
-    sources = []
-    if "tanh" in ops:
-        sources.append(TANHF if single else TANH)
-    if any(op in ops for op in TRIG_OPS):
-        sources.append(TRIGF if single else TRIG)
-    return sources
+    wanted = {OPS[op].vector for op in ops if op in OPS}
+    return [single_source if single else source
+            for source, single_source, names in SOURCES if wanted & set(names)]
 
 
 def trig_max(dtype) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import string
 import warnings
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from scipy import special
 
 import batchdiff as bd
 from batchdiff.graph import Graph, Var
+from batchdiff.kernels import vector_math
+from batchdiff.kernels.printing import branching_helpers
 from batchdiff.ops import COMPARISONS, OPS
 from batchdiff.special import scipy_ufuncs
 from batchdiff.tracer import UFUNCS, trace
@@ -42,6 +45,11 @@ class Case:
     domain: tuple                # per argument: tuple of (lo, hi) intervals, or a grid list
     kind: str = "smooth"         # "smooth" | "zero" (derivative identically 0) | "stop"
     separate: float = 0.0        # reject points whose first two arguments are this close
+    # IEEE arithmetic fixes the result exactly (no math library rounds it): the spellings
+    # and the Numba executors give the value rule's bits at signed zeros, infinities, NaN
+    exact: bool = False
+    nan_partials: bool = True    # a NaN argument makes a partial NaN (False: NaN picks a
+    #                              branch, or the partials are constants)
 
     @property
     def arity(self):
@@ -59,12 +67,14 @@ def _indicator(rel):
 
 CASES = [
     # arithmetic
-    Case("add", lambda a, b: np.add(a, b), lambda a, b: a + b, (WIDE, WIDE)),
-    Case("sub", lambda a, b: np.subtract(a, b), lambda a, b: a - b, (WIDE, WIDE)),
-    Case("mul", lambda a, b: np.multiply(a, b), lambda a, b: a * b, (WIDE, WIDE)),
+    Case("add", lambda a, b: np.add(a, b), lambda a, b: a + b, (WIDE, WIDE), exact=True,
+         nan_partials=False),
+    Case("sub", lambda a, b: np.subtract(a, b), lambda a, b: a - b, (WIDE, WIDE), exact=True,
+         nan_partials=False),
+    Case("mul", lambda a, b: np.multiply(a, b), lambda a, b: a * b, (WIDE, WIDE), exact=True),
     Case("div", lambda a, b: np.true_divide(a, b), lambda a, b: a / b,
-         (WIDE, ((-2.0, -0.5), (0.5, 2.0)))),
-    Case("neg", lambda a: np.negative(a), lambda a: -a, (WIDE,)),
+         (WIDE, ((-2.0, -0.5), (0.5, 2.0))), exact=True),
+    Case("neg", lambda a: np.negative(a), lambda a: -a, (WIDE,), exact=True, nan_partials=False),
     Case("pow", lambda a, b: np.power(a, b), lambda a, b: a ** b, (((0.5, 2.0),), WIDE)),
     # powers, exponentials, logarithms
     Case("sqrt", lambda a: np.sqrt(a), sympy.sqrt, (((0.1, 5.0),),)),
@@ -95,15 +105,19 @@ CASES = [
     Case("hypot", lambda a, b: np.hypot(a, b), lambda a, b: sympy.sqrt(a ** 2 + b ** 2),
          (NONZERO, NONZERO)),
     # piecewise (away from the kinks)
-    Case("abs", lambda a: np.abs(a), sympy.Abs, (NONZERO,)),
-    Case("sign", lambda a: np.sign(a), sympy.sign, (NONZERO,), kind="zero"),
-    Case("max", lambda a, b: np.maximum(a, b), sympy.Max, (WIDE, WIDE), separate=0.05),
-    Case("min", lambda a, b: np.minimum(a, b), sympy.Min, (WIDE, WIDE), separate=0.05),
+    Case("abs", lambda a: np.abs(a), sympy.Abs, (NONZERO,), exact=True),
+    Case("sign", lambda a: np.sign(a), sympy.sign, (NONZERO,), kind="zero", exact=True),
+    Case("max", lambda a, b: np.maximum(a, b), sympy.Max, (WIDE, WIDE), separate=0.05,
+         exact=True, nan_partials=False),
+    Case("min", lambda a, b: np.minimum(a, b), sympy.Min, (WIDE, WIDE), separate=0.05,
+         exact=True, nan_partials=False),
     Case("clip", lambda x, lo, hi: np.clip(x, lo, hi),
          lambda x, lo, hi: sympy.Min(sympy.Max(x, lo), hi),
-         (((-2.0, -1.3), (-0.7, 0.7), (1.3, 2.0)), ((-1.2, -0.8),), ((0.8, 1.2),))),
+         (((-2.0, -1.3), (-0.7, 0.7), (1.3, 2.0)), ((-1.2, -0.8),), ((0.8, 1.2),)),
+         exact=True, nan_partials=False),
     Case("where", lambda c, a, b: np.where(c > 0, a, b),
-         lambda c, a, b: sympy.Piecewise((a, c > 0), (b, True)), (NONZERO, WIDE, WIDE)),
+         lambda c, a, b: sympy.Piecewise((a, c > 0), (b, True)), (NONZERO, WIDE, WIDE),
+         exact=True),
     # rounding (away from the steps)
     Case("floor", lambda a: np.floor(a), sympy.floor, (((-2.9, -2.1), (0.1, 0.9)),), kind="zero"),
     Case("ceil", lambda a: np.ceil(a), sympy.ceiling, (((-2.9, -2.1), (0.1, 0.9)),), kind="zero"),
@@ -114,19 +128,20 @@ CASES = [
     Case("fmod", lambda a, b: np.fmod(a, b), lambda a, b: a - 2 * b * sympy.sign(a),
          (((-2.35, -2.25), (2.25, 2.35)), ((0.8, 0.85),))),     # |a / b| in (2, 3)
     # comparisons
-    Case("lt", lambda a, b: np.less(a, b), lambda a, b: _indicator(a < b), (GRID, GRID), "zero"),
+    Case("lt", lambda a, b: np.less(a, b), lambda a, b: _indicator(a < b), (GRID, GRID), "zero",
+         exact=True),
     Case("le", lambda a, b: np.less_equal(a, b), lambda a, b: _indicator(a <= b),
-         (GRID, GRID), "zero"),
+         (GRID, GRID), "zero", exact=True),
     Case("gt", lambda a, b: np.greater(a, b), lambda a, b: _indicator(a > b),
-         (GRID, GRID), "zero"),
+         (GRID, GRID), "zero", exact=True),
     Case("ge", lambda a, b: np.greater_equal(a, b), lambda a, b: _indicator(a >= b),
-         (GRID, GRID), "zero"),
+         (GRID, GRID), "zero", exact=True),
     Case("eq", lambda a, b: np.equal(a, b), lambda a, b: _indicator(sympy.Eq(a, b)),
-         (GRID, GRID), "zero"),
+         (GRID, GRID), "zero", exact=True),
     Case("ne", lambda a, b: np.not_equal(a, b), lambda a, b: _indicator(sympy.Ne(a, b)),
-         (GRID, GRID), "zero"),
+         (GRID, GRID), "zero", exact=True),
     # the identity that blocks derivatives
-    Case("stop", lambda a: bd.stop_gradient(a), lambda a: a, (WIDE,), kind="stop"),
+    Case("stop", lambda a: bd.stop_gradient(a), lambda a: a, (WIDE,), kind="stop", exact=True),
 ]
 CASE_BY_OP = {c.op: c for c in CASES}
 IDS = [c.op for c in CASES]
@@ -196,7 +211,8 @@ def close(actual, expected, rtol, what):
                                rtol=rtol, atol=atol, err_msg=what)
 
 
-C_LIBRARY = ("erf", "erfc", "lgamma")    # ops computed by the C library's function
+# ops computed by the C library's function (spelled as calls of Python's math module)
+C_LIBRARY = tuple(name for name, op in OPS.items() if "math." in op.py)
 TOL = {np.float64: 1e-9, np.float32: 1e-4}
 DTYPES = [np.float64, np.float32]
 DTYPE_IDS = ["f64", "f32"]
@@ -244,6 +260,70 @@ def test_op_entry_is_complete(name):
         assert all(p is not None for p in partials), f"{name}: a missing partial"
     if op.commutative:
         assert op.arity == 2
+    _check_code_generation_fields(op)
+
+
+# a comparison of two different arguments in a spelling, as ``{0} > {1}``
+_ARGUMENTS_COMPARED = re.compile(r"\{(\d)\} (?:<|<=|>|>=|==|!=) \{(?!\1)\d\}")
+
+
+def _stub_njit(**options):
+    return lambda f: f
+
+
+def _run_source(source):
+    """The names a generated Numba source defines, run as plain Python (``njit`` a no-op)."""
+    scope = {"np": np, "math": math, "njit": _stub_njit, "_opts": {}, "_inline": {}}
+    exec(source, scope)
+    return scope
+
+
+def _check_code_generation_fields(op):
+    """The fields the code generators read agree with the op's spellings, its value rule
+    and the modules that read them."""
+    name = op.name
+    # a conditional expression is printed as the body of a helper function ``_{name}``
+    assert op.branches == (" if " in op.py), f"{name}: branches vs py spelling {op.py!r}"
+    if op.branches:
+        for dtype in DTYPES:
+            (source,) = branching_helpers([name], dtype)
+            helper = _run_source(source)[f"_{name}"]
+            xs = special_grid(op.arity, dtype)
+            with np.errstate(all="ignore"):
+                got = np.array([helper(*point) for point in zip(*xs)], dtype=dtype)
+                want = np.asarray(op.value(*xs), dtype=dtype)
+            assert_same_bits(got, want, f"{name}: helper function")
+    # the comparisons are valued 1.0 or 0.0 and compare their two arguments
+    assert (name in COMPARISONS) == op.comparison
+    if op.comparison:
+        assert op.arity == 2 and CASE_BY_OP[name].kind == "zero", name
+    # compares: the spellings compare two of its arguments (a constant one is hidden)
+    for spelled in (op.py, op.c.replace("(", "").replace(")", "")):
+        assert op.compares == bool(_ARGUMENTS_COMPARED.search(spelled)), (
+            f"{name}: compares vs spelling {spelled!r}")
+    if op.comparison:
+        assert op.compares, name
+    if op.replay_rank is not None:
+        ranks = [other.replay_rank for other in OPS.values()]
+        assert ranks.count(op.replay_rank) == 1, f"{name}: replay_rank {op.replay_rank} twice"
+    # vector: vector_math defines the function for both dtypes, and it computes the op
+    assert isinstance(op.compile_weight, int) and op.compile_weight >= 1, name
+    if op.vector is None:
+        assert op.reduced_range is None, f"{name}: reduced_range without a vector function"
+        return
+    assert op.arity == 1 and op.compile_weight > 1, f"{name}: an inlined function's weight"
+    for dtype in DTYPES:
+        function = vector_math.function(op, dtype)
+        source = "".join(vector_math.vector_math([name], dtype))
+        assert f"def {function}(" in source, f"{name}: vector_math has no {function}"
+        scope = _run_source(source)
+        x = np.linspace(-3.0, 3.0, 25).astype(dtype)
+        got = np.array([scope[function](v) for v in x], dtype=dtype)
+        np.testing.assert_allclose(got, op.value(x), rtol=4 * np.finfo(dtype).eps,
+                                   atol=4 * np.finfo(dtype).eps, err_msg=function)
+        if op.reduced_range:        # the bound the tiled kernel checks, defined with it
+            assert op.reduced_range in scope, f"{name}: no {op.reduced_range} in its source"
+            assert 0 < scope[op.reduced_range] < np.inf, name
 
 
 def test_table_rows_name_real_ops():
@@ -488,7 +568,6 @@ def test_reciprocal_of_zero_is_inf(dtype):
 
 
 def test_nan_input_propagates_through_every_smooth_op():
-    constant_partials = {"add", "sub", "neg", "max", "min", "clip"}  # NaN picks a branch
     for case in CASES:
         if case.kind != "smooth" or case.op == "where":
             continue
@@ -497,7 +576,7 @@ def test_nan_input_propagates_through_every_smooth_op():
         value, g = _quiet(lambda: bd.value_and_grad(case.fn, argnums=argnums,
                                                      backend=BACKEND)(*xs))
         assert np.isnan(value[0]), case.op
-        if case.op not in constant_partials:
+        if case.nan_partials:
             assert any(np.isnan(gk[0]) for gk in g), case.op
 
 
@@ -530,8 +609,7 @@ def test_overflow_gives_inf():
 # and the Numba executors must give NumPy's bits, the sign of a zero and NaN included.
 
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 2.5, np.inf, -np.inf, np.nan]
-EXACT = ["add", "sub", "mul", "div", "neg", "abs", "sign", "max", "min", "clip", "where",
-         "lt", "le", "gt", "ge", "eq", "ne", "stop"]
+EXACT = [case.op for case in CASES if case.exact]
 
 
 def special_grid(arity, dtype):
