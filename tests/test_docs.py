@@ -53,6 +53,8 @@ def _public():
     names = [(f"bd.{n}", getattr(bd, n)) for n in bd.__all__]
     names += [(f"bd.numpy.{n}", getattr(bd.numpy, n))
               for n in ("array", "asarray", "zeros", "ones", "stop_gradient", "detach")]
+    names += [(f"bd.special.{n}", getattr(bd.special, n))
+              for n in ("logsumexp", "softmax", "log_softmax", "polygamma")]
     names += [(f"batchdiff.problems.{n}", f) for n, f in vars(bd.problems).items()
               if inspect.isfunction(f) and not n.startswith("_")]
     names += [(f"batchdiff.fuzz.{n}", getattr(bd.fuzz, n)) for n in ("check_range", "random_graph")]
