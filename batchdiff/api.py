@@ -72,7 +72,7 @@ class Transformed(BatchedTransform):
         # traced programs and keyword variants are this process's caches (a program can
         # be large): a copy sent to another process traces again there
         state = dict(self.__dict__)
-        state["_programs"] = {}
+        state["_programs"], state["_fast"] = {}, None
         state.pop("_keyword_variants", None)
         return state
 
@@ -95,6 +95,9 @@ class Transformed(BatchedTransform):
         >>> g(np.array([[1.0, 2.0]]), scale=3.0)
         array([[ 6., 12.]])
         """
+        fast = self._fast
+        if fast is not None and out is None and not kwargs and fast.takes(args):
+            return fast(args)
         if kwargs:
             return self._with_keywords(kwargs)(*args, out=out)
         if any(_has_tracer(a) for a in args):
@@ -107,7 +110,7 @@ class Transformed(BatchedTransform):
         if prog.captured:
             self._no_trace_options(out)
             return self._inline_batch(prog, batch, extra_blocks)
-        return self._run(prog, batch, extra_blocks, out)
+        return self._run(prog, batch, extra_blocks, out, args)
 
     def _with_keywords(self, kwargs) -> Transformed:
         """This transform of ``functools.partial(f, **kwargs)``, one per distinct ``kwargs``.
@@ -121,7 +124,7 @@ class Transformed(BatchedTransform):
         if bound is None:
             bound = copy.copy(self)
             bound.f = functools.partial(self.f, **kwargs)
-            bound._programs, bound._keyword_variants = {}, {}
+            bound._programs, bound._keyword_variants, bound._fast = {}, {}, None
         if key is not None:
             variants[key] = bound                  # most recent last
             for stale in list(variants)[:-KEYWORD_VARIANTS]:

@@ -77,6 +77,7 @@ class BatchedTransform:
         self.backend, self.method, self.mode = backend, method, mode
         self.sparse = _check_sparse(kind, sparse, triangle, self.single)
         self._programs: dict = {}
+        self._fast = None
         functools.update_wrapper(self, f, updated=())
 
     @property
@@ -145,9 +146,13 @@ class BatchedTransform:
         prog = self._program(batch.shapes, batch.dtype)
         return prog, batch, self._extra_blocks(extra, batch, prog)
 
-    def _run(self, prog, batch, extra_blocks, out):
-        """Run ``prog`` over ``batch``: the results, in ``out`` when it is given."""
+    def _run(self, prog, batch, extra_blocks, out, args=None):
+        """Run ``prog`` over ``batch``: the results, in ``out`` when it is given.
+
+        ``args``: the call's own arguments, for ``_Fast`` to learn their signature."""
         name = kernels.resolve(self.backend, batch.xp)
+        if args is not None and out is None and not extra_blocks and batch.xp is np:
+            self._fast = _Fast.of(self, args, prog, batch, name)
         if out is None:
             given = [None] * len(prog.leaves)
             arrays = [_new_leaf(leaf, name, batch) for leaf in prog.leaves]
@@ -165,7 +170,67 @@ class BatchedTransform:
 
     def __call__(self, *args, out=None):
         """Evaluate on a batch: f's positional arguments (then tangents or a cotangent)."""
-        return self._run(*self._prepare(args), out)
+        fast = self._fast
+        if out is None and fast is not None and fast.takes(args):
+            return fast(args)
+        return self._run(*self._prepare(args), out, args)
+
+
+class _Fast:
+    """A transform's call on arguments of the signature its last call had: the same
+    types, shapes and dtypes, given the same way (NumPy arrays of the batch's float
+    dtype, without ``out=``, tangents or cotangents). What the first call of that
+    signature checked and laid out holds for these: the program, the input blocks'
+    shapes, the back end and the results' layout. So such a call reshapes its arrays,
+    allocates its results and runs the kernel, nothing else.
+    """
+    __slots__ = ("signature", "run")
+
+    @classmethod
+    def of(cls, transform, args, prog, batch, name):
+        """The fast call of ``args``' signature, or None where it does not apply."""
+        if prog.captured or len(args) != len(batch.blocks):
+            return None
+        signature, layout = [], []
+        for a, shape, block in zip(args, batch.shapes, batch.blocks):
+            if type(a) is not np.ndarray or a.dtype != batch.dtype:
+                return None
+            if a.shape == (batch.size,) + shape:       # per point on axis 0
+                layout.append(block.shape)
+            elif a.shape == shape and block.shape[0] == 1 and (batch.size != 1 or not shape):
+                layout.append(block.shape)              # shared
+            else:
+                return None
+            signature.append(a.shape)
+        fast = cls()
+        fast.signature = (tuple(signature), batch.dtype)
+        size, dtype, leaves = batch.size, batch.dtype, prog.leaves
+        kind, results, single = transform.kind, prog.results, transform.single
+        executable, method, shapes = prog.executable, transform.method, batch.shapes
+
+        def run(arrays):
+            blocks = [a.reshape(rows) for a, rows in zip(arrays, layout)]
+            call = batching.Batch(size, shapes, blocks, dtype, np)
+            fresh = [_new_leaf(leaf, name, call) for leaf in leaves]
+            kernels.execute(executable, blocks, call,
+                            [outputs.rows(a, leaf.width, np) for a, leaf in zip(fresh, leaves)],
+                            name, method, fresh=True)
+            made = {id(leaf): a for leaf, a in zip(leaves, fresh)}
+            return _unpack(kind, results, single, lambda leaf: _result(leaf, made[id(leaf)], None))
+        fast.run = run
+        return fast
+
+    def takes(self, args) -> bool:
+        shapes, dtype = self.signature
+        if len(args) != len(shapes):
+            return False
+        for a, shape in zip(args, shapes):
+            if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
+                return False
+        return True
+
+    def __call__(self, args):
+        return self.run(args)
 
 
 def _new_leaf(leaf, name, batch):

@@ -36,9 +36,25 @@ BACKENDS = {               # name -> module of this package
 DEFAULTS = {"numpy": ("numba", "numpy"), "cupy": ("cupy",)}    # array module -> choices
 
 
+_modules: dict = {}
+_available: dict = {}
+
+
 def backend(name: str):
-    """The module of back end ``name``."""
-    return importlib.import_module(f"{__name__}.{BACKENDS[name]}")
+    """The module of back end ``name`` (imported on first use)."""
+    module = _modules.get(name)
+    if module is None:
+        module = _modules[name] = importlib.import_module(f"{__name__}.{BACKENDS[name]}")
+    return module
+
+
+def _is_available(name) -> bool:
+    """``backend(name).available()``, asked once per process where the answer is yes
+    (a library found stays found; a missing one may be installed meanwhile)."""
+    if _available.get(name):
+        return True
+    found = _available[name] = backend(name).available()
+    return found
 
 
 def methods() -> tuple:
@@ -66,9 +82,9 @@ def resolve(name, xp) -> str:
     kind = xp.__name__
     if name is None:
         choices = DEFAULTS.get(kind, DEFAULTS["numpy"])
-        name = next((n for n in choices if backend(n).available()), choices[-1])
+        name = next((n for n in choices if _is_available(n)), choices[-1])
     module = backend(name)
-    if not module.available():
+    if not _is_available(name):
         raise BackendUnavailableError(f"backend={name!r} needs {module.INSTALL}")
     if kind not in module.ARRAYS:
         hint = (" on the CPU: convert CuPy inputs with cupy.asnumpy(...)" if kind == "cupy"

@@ -15,7 +15,7 @@ A compiled kernel is worth its compile time (``numba_compiled.compile_seconds``,
 cached on disk)
 when it is compiled on disk already; when the tape is small enough (``COMPILE_MAX_OPS``)
 and the work is large: a batch of ``COMPILE_MIN_POINTS`` points, or that many summed
-over the calls with this tape; or, for a longer tape, once replay has spent on it as
+over the calls with this tape, or ``COMPILE_MIN_CALLS`` calls; or, for a longer tape, once replay has spent on it as
 much time as compiling would take (``_worth_compiling``). Then it is compiled in the
 background while replay serves the calls. The constants were chosen from
 ``benchmarks/compare.py``, ``benchmarks/crossover.py`` and the asv suite
@@ -52,6 +52,9 @@ ARRAYS = ("numpy",)
 
 COMPILE_MAX_OPS = 3000
 COMPILE_MIN_POINTS = 200_000
+# or that many calls, however small: a compiled kernel's call costs a few microseconds
+# less than replay's, which is most of a call on one point (SciPy's solvers' calls)
+COMPILE_MIN_CALLS = 1000
 # Serial or parallel over points: a parallel call costs a fixed start (waking the
 # threads, splitting the work) that a cheap tape's small batch does not repay. Until a
 # call of a tape has been timed, its batches run in parallel from PARALLEL_MIN_POINTS
@@ -64,12 +67,55 @@ PARALLEL_MIN_POINTS = 32768
 PARALLEL_MIN_SECONDS = 5e-4
 TIMED_MIN_POINTS = 256       # smaller calls teach nothing: their overheads would decide
 
+RECHECK_SECONDS = 0.25       # how often a call looks on disk for a kernel not yet ready
+
 # One kernel call at a time: the fork-safe threading layer (workqueue, chosen in
 # cache._prepare_numba) aborts the process on parallel calls from two threads at once.
 _launch = threading.Lock()
-_points_seen = bounded.LRU(bounded.MAX_TAPES)
-_wanted = bounded.LRU(bounded.MAX_TAPES)     # tapes whose compiled kernel is worth having
 _warned: set = set()     # cache directories whose CacheWarning was given
+_DTYPE_NAMES: dict = {}
+
+
+def dtype_name(dtype) -> str:
+    """``np.dtype(dtype).name``, memoised: NumPy builds the name anew at every call."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = np.dtype(dtype).name
+    return name
+
+
+class Entry:
+    """What this process knows about running one tape in one dtype, input layout and leaf
+    widths (its ``key``): every call with that key reads and updates this one object.
+
+    ``seen``, ``calls``: points and calls run so far; ``wanted``: its compiled kernel is worth having (for
+    good: its marker may yet prove false, ``cache.NotReady``); ``race``: replay against
+    the compiled kernel, once both are ready (``_Race``); ``point_seconds``: by executor,
+    the fastest serial seconds per point seen (``_parallel``); ``replay_ready`` and
+    ``compiled_ready``: what the last look found; ``recheck_at``: when to look again
+    for what was not ready (a look is a file system call: one per call would cost more
+    than a small call's kernel), sooner if ``warmup.generation`` has moved on (a
+    compile or load of this process ended) since ``generation``.
+    """
+    __slots__ = ("key", "seen", "calls", "wanted", "race", "point_seconds", "replay_ready",
+                 "compiled_ready", "recheck_at", "generation", "name")
+
+    def __init__(self, key):
+        self.key, self.seen, self.calls, self.wanted, self.race = key, 0, 0, False, None
+        self.point_seconds: dict = {}
+        self.replay_ready = self.compiled_ready = False
+        self.recheck_at, self.generation, self.name = 0.0, -1, None
+
+
+_entries = bounded.LRU(bounded.MAX_TAPES)
+
+
+def entry(key) -> Entry:
+    """The entry of ``key`` = (tape, dtype name, input sources, leaf widths)."""
+    found = _entries.get(key)
+    if found is None:
+        found = _entries[key] = Entry(key)
+    return found
 
 
 def _ready_or_start(name, dtype, source) -> bool:
@@ -121,9 +167,11 @@ class _Race:
         self.times = {fresh: {"replay": [], "compiled": []} for fresh in (True, False)}
         self.winner = None
 
-    def pick(self, fresh: bool = True) -> str:
+    def pick(self, fresh: bool = True, batch_size: int | None = None) -> str:
         if self.winner is not None:
             return self.winner
+        if batch_size is not None and batch_size < self.MIN_POINTS:
+            return "compiled"    # a call too small to time: the cheaper call to make
         times = self.times[fresh]
         return min(times, key=lambda m: len(times[m]))
 
@@ -136,19 +184,15 @@ class _Race:
             self.winner = min(times, key=lambda m: min(times[m]))
 
 
-_races = bounded.LRU(bounded.MAX_TAPES)
-_point_seconds = bounded.LRU(bounded.MAX_TAPES)   # (key, how) -> fastest serial s/point
-
-
-def _parallel(key, how, batch_size) -> bool:
+def _parallel(state, how, batch_size) -> bool:
     """Whether to run this call in parallel over points (see ``PARALLEL_MIN_SECONDS``)."""
-    per_point = _point_seconds.get((key, how))
+    per_point = state.point_seconds.get(how)
     if per_point is None:
         return batch_size >= PARALLEL_MIN_POINTS
     return batch_size * per_point >= PARALLEL_MIN_SECONDS
 
 
-def _timed(key, how, batch_size, seconds, parallel):
+def _timed(state, how, batch_size, seconds, parallel):
     """Learn a tape's serial time per point from a call: a serial one, or a parallel one
     (its time on all threads: its start is then small beside the work)."""
     if batch_size < TIMED_MIN_POINTS:
@@ -157,9 +201,9 @@ def _timed(key, how, batch_size, seconds, parallel):
         import numba
         seconds *= numba.get_num_threads()
     per_point = seconds / batch_size
-    known = _point_seconds.get((key, how))
+    known = state.point_seconds.get(how)
     if known is None or per_point < known:
-        _point_seconds[key, how] = per_point
+        state.point_seconds[how] = per_point
 
 
 def available() -> bool:
@@ -181,26 +225,23 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
     if warmup.preloading():           # kernels are loading: wait for them, then use them
         warmup.wait_preload()
     widths = (len(tape.outputs),) if widths is None else tuple(widths)
-    key = (tape, str(dtype), sources, widths)
-    race = _races.get(key)
-    if race is not None:
-        return race.pick(fresh)
-    seen = _points_seen.get(key, 0) + batch_size
-    _points_seen[key] = seen
-    try:
-        replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
-            numba_replay.module_name(), dtype, numba_replay.replay_source)
-        compiled_ready = numba_compiled.is_loaded(key)
-        if not compiled_ready:
-            name = numba_compiled.module_name(tape, dtype, sources, widths)
-            if key not in _wanted and _worth_compiling(key, tape, widths, seen, name, dtype):
-                _wanted[key] = True  # for good: its marker may yet prove false (NotReady)
-            compiled_ready = key in _wanted and _ready_or_start(
-                name, dtype, lambda: numba_compiled.print_kernel(tape, dtype, sources, widths))
-    except CacheError as e:          # what is loaded runs without the disk
-        _warn_once(e)
-        replay_ready = numba_replay.is_loaded(dtype)
-        compiled_ready = numba_compiled.is_loaded(key)
+    return _choose(entry((tape, dtype_name(dtype), sources, widths)), batch_size, fresh)
+
+
+def _choose(state, batch_size, fresh) -> str:
+    """``choose`` for the entry of this call's key."""
+    if state.race is not None:
+        return state.race.pick(fresh, batch_size)
+    tape, name_of_dtype, sources, widths = state.key
+    dtype = np.dtype(name_of_dtype)
+    state.seen += batch_size
+    state.calls += 1
+    now = time.monotonic()
+    if state.name is not None and not state.wanted and _worth_compiling(state, now):
+        state.wanted, state.recheck_at = True, 0.0        # look for it now
+    if now >= state.recheck_at or state.generation != warmup.generation:
+        _look(state, tape, dtype, sources, widths, now)
+    replay_ready, compiled_ready = state.replay_ready, state.compiled_ready
     if (replay_ready or compiled_ready) and _quicker_on_numpy(tape, batch_size):
         loads = [lambda: numba_replay.interpreter(dtype, wait=False)] if replay_ready else []
         if compiled_ready:
@@ -211,30 +252,57 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
     if compiled_ready:
         if not replay_ready:
             return "compiled"
-        race = _races[key] = _Race()
-        return race.pick(fresh)
+        state.race = _Race()
+        return state.race.pick(fresh, batch_size)
     return "replay" if replay_ready else "numpy"
 
 
-def _worth_compiling(key, tape, widths, seen, name, dtype) -> bool:
+def _look(state, tape, dtype, sources, widths, now):
+    """What of the replay interpreter and the compiled kernel is loaded or on disk (and,
+    for what is missing but wanted, start its compile); the next look is due in
+    ``RECHECK_SECONDS`` unless both are ready or a background compile ends first."""
+    state.generation = warmup.generation
+    try:
+        state.replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
+            numba_replay.module_name(), dtype, numba_replay.replay_source)
+        state.compiled_ready = numba_compiled.is_loaded(state.key)
+        if not state.compiled_ready:
+            if state.name is None:
+                state.name = numba_compiled.module_name(tape, dtype, sources, widths)
+            if not state.wanted and _worth_compiling(state, now, disk=True):
+                state.wanted = True
+            state.compiled_ready = state.wanted and _ready_or_start(
+                state.name, dtype, lambda: numba_compiled.print_kernel(tape, dtype, sources,
+                                                                       widths))
+    except CacheError as e:          # what is loaded runs without the disk
+        _warn_once(e)
+        state.replay_ready = numba_replay.is_loaded(dtype)
+        state.compiled_ready = numba_compiled.is_loaded(state.key)
+    ready = state.replay_ready and state.compiled_ready
+    state.recheck_at = float("inf") if ready else now + RECHECK_SECONDS
+
+
+def _worth_compiling(state, now, disk=False) -> bool:
     """Whether the tape's compiled kernel is worth having: it is compiled on disk already;
     or the tape is short (``COMPILE_MAX_OPS``) and has run on ``COMPILE_MIN_POINTS``
-    points; or replay has spent on it, over the ``seen`` points, as much time as the
+    points; or replay has spent on it, over the points seen, as much time as the
     kernel's compile would take (then compiling costs at most what it may save: a
-    long tape's kernel, minutes to compile, is had by a long job only)."""
-    if cache.is_ready(name, dtype):
+    long tape's kernel, minutes to compile, is had by a long job only). ``disk``:
+    look for it on disk too (a file system call)."""
+    tape, name_of_dtype, _, widths = state.key
+    if disk and cache.is_ready(state.name, name_of_dtype):
         return True
     if tape.num_ops <= COMPILE_MAX_OPS:
-        return seen >= COMPILE_MIN_POINTS
-    per_point = _point_seconds.get((key, "replay"))
-    return per_point is not None and seen * per_point >= numba_compiled.compile_seconds(
+        return state.seen >= COMPILE_MIN_POINTS or state.calls >= COMPILE_MIN_CALLS
+    per_point = state.point_seconds.get("replay")
+    return per_point is not None and state.seen * per_point >= numba_compiled.compile_seconds(
         tape, widths)
 
 
 def _quicker_on_numpy(tape, batch_size) -> bool:
     """Whether this call, in a process that has loaded no kernel yet, should run on NumPy
     while the kernels load in the background (``warmup.preload``)."""
-    return (warmup.enabled() and not cache.any_built()
+    return (not cache.any_built() and warmup.enabled()
             and warmup.numpy_seconds(tape, batch_size) < warmup.LOAD_SECONDS)
 
 
@@ -250,26 +318,31 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
     X, S = layout.pack_inputs(blocks, batch_size, dtype)
     if not X.flags.writeable:
         X = X.copy()     # Numba types a read-only array apart: it would compile for it
-    sources = tuple(layout.sources_of(blocks, batch_size))
+    sources = _sources_of(blocks, batch_size)
     widths = tuple(o.shape[1] for o in outs)
-    key = (tape, str(dtype), sources, widths)
-    # auto never waits for a compiler unless background compiles are off
-    wait = method != "auto" or not warmup.enabled()
-    how = choose(tape, batch_size, dtype, sources, method, widths, fresh)
+    state = entry((tape, dtype_name(dtype), sources, widths))
+    if method == "auto":
+        if warmup.preloading():       # kernels are loading: wait for them, then use them
+            warmup.wait_preload()
+        how = _choose(state, batch_size, fresh)
+    else:
+        how = method
     for _ in range(3):
         if how == "numpy":
             break
         try:
-            parallel = _parallel(key, how, batch_size)
-            loaded = (numba_replay.is_loaded(dtype) if how == "replay"
-                      else numba_compiled.is_loaded(key))
-            elapsed = _run(how, tape, dtype, sources, widths, X, S, outs, parallel, wait)
+            parallel = _parallel(state, how, batch_size)
+            module = numba_compiled.loaded(state.key) if how == "compiled" else None
+            loaded = module is not None if how == "compiled" else numba_replay.is_loaded(dtype)
+            # auto never waits for a compiler unless background compiles are off
+            wait = method != "auto" or (not loaded and not warmup.enabled())
+            elapsed = _run(how, state.key, X, S, outs, parallel, wait, module)
             if loaded:                 # a call that loaded its kernel is no timing
-                _timed(key, how, batch_size, elapsed, parallel)
+                _timed(state, how, batch_size, elapsed, parallel)
             break
-        except cache.NotReady:     # not compiled after all: choose() starts its compile
-            _races.pop(key, None)
-            how = choose(tape, batch_size, dtype, sources, method, widths, fresh)
+        except cache.NotReady:     # not compiled after all: the next look starts its compile
+            state.race, state.compiled_ready, state.recheck_at = None, False, 0.0
+            how = _choose(state, batch_size, fresh) if method == "auto" else method
         except CacheError as e:
             if method != "auto":
                 raise
@@ -281,17 +354,34 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
         evaluate(tape, blocks, batch_size, dtype, outs=outs)
         warmup.start_preload()        # after the call: it would slow it (``warmup.preload``)
         return
-    race = _races.get(key) if method == "auto" else None
-    if race is not None:
-        race.record(how, elapsed, batch_size, fresh)
+    if method == "auto" and state.race is not None:
+        state.race.record(how, elapsed, batch_size, fresh)
 
 
-def _run(how, tape, dtype, sources, widths, X, S, outs, parallel, wait) -> float:
-    """Run the "compiled" or "replay" executor; the seconds it took."""
+_SOURCES: dict = {}
+
+
+def _sources_of(blocks, batch_size) -> tuple:
+    """``layout.sources_of`` as a tuple, memoised by the blocks' widths and sharing."""
+    shape = tuple((b.shape[1], b.shape[0] == 1 and batch_size != 1) for b in blocks)
+    found = _SOURCES.get(shape)
+    if found is None:
+        if len(_SOURCES) > bounded.MAX_TAPES:
+            _SOURCES.clear()
+        found = _SOURCES[shape] = tuple(layout.sources_of(blocks, batch_size))
+    return found
+
+
+def _run(how, key, X, S, outs, parallel, wait, module=None) -> float:
+    """Run the "compiled" or "replay" executor for entry ``key``; the seconds it took.
+    ``module``: the compiled kernel's module, if the caller has it."""
+    tape, name_of_dtype, sources, widths = key
     with _launch:
         start = time.perf_counter()
         if how == "compiled":
-            module = numba_compiled.kernel_module(tape, dtype, sources, widths, wait)
+            if module is None:
+                module = numba_compiled.kernel_module(tape, np.dtype(name_of_dtype), sources,
+                                                      widths, wait)
             numba_compiled.run(module, X, S, outs, parallel)
         else:
             numba_replay.run(tape, sources, X, S, outs, parallel, wait=wait)

@@ -48,6 +48,9 @@ NUMPY_SECONDS_PER_OUTPUT = 7e-9
 # tanh networks).
 NUMPY_SECONDS_PER_PRODUCT = 5e-11
 
+# Incremented when compiles or loads of this process may have ended (``wait``, the end of
+# a preload): callers that remember what was ready look again (``numba_exec.Entry``).
+generation = 0
 _processes = bounded.LRU(bounded.MAX_TAPES)  # (name, dtype) -> latest compiler started
 _failures = bounded.LRU(bounded.MAX_TAPES)   # (name, dtype) -> compilers that failed
 _lock = threading.Lock()
@@ -83,9 +86,11 @@ def start(name: str, dtype, source):
 def wait():
     """Wait for every background compilation and load started by this process (for
     tests, benchmarks)."""
+    global generation
     for proc in list(_processes.values()):
         proc.wait()
     wait_preload()
+    generation += 1
 
 
 def numpy_seconds(tape, batch_size) -> float:
@@ -113,11 +118,13 @@ def preload(*loads):
             return
 
         def run():
+            global generation
             for load in loads:
                 try:
                     load()
                 except Exception:      # noqa: BLE001  (the next call meets it itself)
                     pass
+            generation += 1
         _loader = threading.Thread(target=run, name="batchdiff-preload", daemon=True)
 
 

@@ -42,7 +42,7 @@ def test_ten_thousand_transforms_keep_bounded_state():
     before = _live_tapes()
     sweep(2 * bounded.MAX_TAPES, 10_000)
     assert _live_tapes() <= before + 16
-    assert len(numba_exec._points_seen) <= bounded.MAX_TAPES
+    assert len(numba_exec._entries) <= bounded.MAX_TAPES
 
 
 def test_a_dropped_kernel_is_unloaded_and_loads_again(monkeypatch):

@@ -172,10 +172,10 @@ def test_a_long_tape_is_compiled_once_replay_has_spent_its_compile_time(monkeypa
     monkeypatch.setattr(numba_compiled, "COMPILE_SECONDS_PER_OP", 1e6)
     for _ in range(3):
         np.testing.assert_allclose(g(X), bd.grad(f, backend="numpy")(X), rtol=1e-12)
-    assert key not in numba_exec._wanted
+    assert not numba_exec.entry(key).wanted
     monkeypatch.setattr(numba_compiled, "COMPILE_SECONDS_PER_OP", 1e-12)
     g(X)
-    assert key in numba_exec._wanted
+    assert numba_exec.entry(key).wanted
 
 
 # -- one compile across processes -----------------------------------------------------
@@ -448,7 +448,7 @@ def test_auto_falls_back_when_loading_fails(monkeypatch):
     X = np.random.default_rng(14).random((40, 2))
     f = lambda v: v[0] ** 2 * v[1]  # noqa: E731
     monkeypatch.setenv("BATCHDIFF_BACKGROUND_COMPILE", "1")
-    monkeypatch.setattr(numba_exec, "choose", lambda *a, **k: "replay")
+    monkeypatch.setattr(numba_exec, "_choose", lambda *a, **k: "replay")
     tries = []
 
     def not_ready(*args, **kwargs):
@@ -457,3 +457,57 @@ def test_auto_falls_back_when_loading_fails(monkeypatch):
     monkeypatch.setattr(numba_replay, "run", not_ready)
     np.testing.assert_allclose(bd.grad(f)(X), bd.grad(f, backend="numpy")(X), rtol=1e-12)
     assert tries == [False] * 3          # never waits; after three, the NumPy interpreter
+
+
+def _weighted_sines(x, w):
+    return np.sum(w * np.sin(x))
+
+
+def test_repeated_calls_of_one_signature_take_the_short_path():
+    """A call with the arguments' types, shapes and dtypes of the last one reuses what
+    that call checked and laid out; any other call takes the full path, and its results
+    are right too."""
+    import pickle
+    g = bd.grad(_weighted_sines, in_axes=(0, None))
+    rng = np.random.default_rng(21)
+    X, w = rng.random((6, 3)), np.array([1.0, 2.0, 3.0])
+    assert g._fast is None
+    np.testing.assert_allclose(g(X, w), w * np.cos(X), rtol=1e-14)
+    fast = g._fast
+    assert fast is not None and fast.takes((X, w)) and not fast.takes((X[:2], w))
+    assert not fast.takes((X.astype(np.float32), w)) and not fast.takes((X.tolist(), w))
+    for _ in range(3):                         # new values, the same signature
+        Y, v = rng.random((6, 3)), rng.random(3)
+        np.testing.assert_allclose(g(Y, v), v * np.cos(Y), rtol=1e-14)
+    assert g._fast is fast
+    np.testing.assert_allclose(g(X[:2], w), w * np.cos(X[:2]), rtol=1e-14)   # full path
+    out = np.empty_like(X)
+    assert g(X, w, out=out) is out and np.allclose(out, w * np.cos(X))
+    np.testing.assert_allclose(g(X.astype(np.float32), w.astype(np.float32)),
+                               w * np.cos(X), rtol=1e-6)
+    copy = pickle.loads(pickle.dumps(g))       # the short path stays in this process
+    assert copy._fast is None
+    np.testing.assert_allclose(copy(X, w), w * np.cos(X), rtol=1e-14)
+    sparse = bd.hessian(lambda x: np.sum(x ** 3), sparse=True)
+    for _ in range(2):
+        H = sparse(X)
+        np.testing.assert_allclose(H.to_dense(), np.stack([np.diag(6 * x) for x in X]))
+
+
+def test_a_short_tape_called_often_on_few_points_is_compiled(monkeypatch):
+    """SciPy's solvers call a Jacobian on one point thousands of times: the compiled
+    kernel's call costs less than replay's, so after COMPILE_MIN_CALLS calls auto
+    wants it, whatever the points."""
+    from batchdiff.kernels import numba_exec
+    monkeypatch.setattr(numba_exec, "COMPILE_MIN_CALLS", 5)
+    c = 1 + time.time_ns() % 10**6 / 10**7      # a tape no earlier run compiled
+    f = lambda v: np.stack([v[0] * v[1] * c, np.sin(v[1])])  # noqa: E731
+    J = bd.jacobian(f)
+    y = np.array([[0.3, 0.7]])
+    key = (J.tape(y), "float64", (("x", 0), ("x", 1)), (4,))
+    for _ in range(4):
+        J(y)
+    assert not numba_exec.entry(key).wanted
+    J(y)
+    assert numba_exec.entry(key).wanted
+    np.testing.assert_allclose(J(y)[0], [[0.7 * c, 0.3 * c], [0.0, np.cos(0.7)]], rtol=1e-14)

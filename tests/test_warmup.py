@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     seen += [step() for _ in range(4)]
     warmup.wait()
     seen += [step() for _ in range(7)]  # both ready: 3 calls each, then the faster stays
-    race = numba_exec._races[(tape, "float64", src, (36,))]
+    race = numba_exec.entry((tape, "float64", src, (36,))).race
     print(" ".join(seen), race.winner)
 """)
 
