@@ -97,13 +97,18 @@ class Terms:
         sparse = scipy_sparse()
         if self._scatter is None:
             self._scatter = _scatter(jac.pattern, self.index, self.n_params)
-        indptr, indices, order, merged = self._scatter
-        values = jac.values.reshape(-1)                      # term by term, pattern order
-        data = np.zeros(indices.size, values.dtype)
+        indptr, indices, order, merged, local = self._scatter
+        values = jac.values                                  # (T, nnz): pattern order
         if merged:
-            np.add.at(data, order, values)
+            data = np.zeros(indices.size, values.dtype)
+            np.add.at(data, order, values.reshape(-1))
+        elif local is None:
+            data = np.empty(indices.size, values.dtype)
+            data[order] = values.reshape(-1)
+        elif local is _IDENTITY:
+            data = values.reshape(-1)            # the kernel's fresh result, as it stands
         else:
-            data[order] = values
+            data = values[:, local].reshape(-1)
         return sparse.csr_array((data, indices, indptr), shape=(len(indptr) - 1, self.n_params))
 
     def residuals(self, params) -> np.ndarray:
@@ -174,7 +179,7 @@ class Terms:
             value, jac = self._vj(np.zeros((1, self.index.shape[1])),
                                   *(d[:1] for d in self.data))
             self._scatter = _scatter(jac.pattern, self.index, self.n_params)
-        indptr, indices, _, _ = self._scatter
+        indptr, indices = self._scatter[:2]
         return sparse.csr_array((np.ones(indices.size), indices, indptr),
                                 shape=(len(indptr) - 1, self.n_params))
 
@@ -185,7 +190,13 @@ def _scatter(pattern, index, n_params):
     Term t's entry e (row ``pattern.rows[e]``, local column ``pattern.indices[e]``) is
     the problem's entry (``t * m + row``, ``index[t, column]``). Returns ``indptr``,
     ``indices``, ``order`` (the position in the problem's data of each term value, term
-    by term) and whether two values share a position (a term reading a parameter twice).
+    by term), whether two values share a position (a term reading a parameter twice),
+    and, where no two do, ``local``: the order of a term's values in the data that
+    every term shares (``_IDENTITY`` where it is the pattern's own), or None. Each
+    term's rows are its own, so its values fill one run of the data; in a problem
+    whose index arrays list each term's parameters in increasing order (bundle
+    adjustment: a camera's, then a point's) the values are in the data's order already,
+    and assembling is no copy at all.
     """
     T = index.shape[0]
     m = pattern.shape[0]
@@ -196,4 +207,20 @@ def _scatter(pattern, index, n_params):
     u_rows, u_cols = np.divmod(unique, n_params)
     indptr = np.zeros(T * m + 1, np.int64)
     np.add.at(indptr, u_rows + 1, 1)
-    return np.cumsum(indptr), u_cols, order.ravel(), unique.size < key.size
+    order = order.ravel()
+    merged = unique.size < key.size
+    local = None
+    if not merged and T:
+        nnz = pattern.rows.size
+        within = order.reshape(T, nnz) - (np.arange(T) * nnz)[:, None]   # each term's run
+        if (within == within[0]).all():
+            local = np.argsort(within[0])    # data position p of a term <- its value local[p]
+            if (local == np.arange(nnz)).all():
+                local = _IDENTITY
+    small = max(n_params, u_cols.size) < np.iinfo(np.int32).max      # SciPy's own choice
+    index_type = np.int32 if small else np.int64
+    return (np.cumsum(indptr).astype(index_type), u_cols.astype(index_type), order, merged,
+            local)
+
+
+_IDENTITY = "identity"

@@ -194,3 +194,31 @@ def test_constraint_derivatives_for_trust_constr():
                    jac=lambda x: 2 * (x - target), hess=lambda x: 2 * np.eye(3),
                    method="trust-constr", constraints=[sphere])
     np.testing.assert_allclose(res.x, 2 * target / 5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arrangement", ["increasing", "decreasing", "mixed"])
+def test_terms_assemble_whatever_order_the_index_lists_parameters(arrangement):
+    """The terms' values go to the CSR data as they stand (each term's parameters in
+    increasing order), by one small permutation shared by every term (all decreasing),
+    or by a scatter (orders that differ from term to term): the same matrix each way."""
+    from batchdiff.terms import _IDENTITY
+    rng = np.random.default_rng(3)
+    n, T = 12, 40
+    index = np.stack([rng.choice(n, 3, replace=False) for _ in range(T)])
+    if arrangement == "increasing":
+        index.sort(axis=1)
+    elif arrangement == "decreasing":
+        index = -np.sort(-index, axis=1)
+    f = lambda p: np.stack([p[0] * p[1] + p[2] ** 2, np.sin(p[1]) * p[2]])  # noqa: E731
+    terms = bd.Terms(f, index, n, backend="numpy")
+    x = rng.normal(size=n)
+    J = terms.jacobian(x)
+    full = lambda q: np.concatenate([f(q[i]) for i in index])  # noqa: E731
+    np.testing.assert_allclose(J.toarray(), _central(full, x), rtol=1e-6, atol=1e-7)
+    local = terms._scatter[4]
+    if arrangement == "increasing":
+        assert local is _IDENTITY
+    elif arrangement == "decreasing":
+        assert local is not None and local is not _IDENTITY
+    else:
+        assert local is None
