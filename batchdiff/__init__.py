@@ -15,7 +15,7 @@ from .api import (Transformed, gauss_newton, gauss_newton_step, grad, hessian, h
                   jvp, newton_step, value_and_grad, value_and_hessian, value_and_jacobian,
                   value_grad_and_hessian, vjp)
 from .errors import (BackendUnavailableError, BatchDiffError, CacheError, CacheWarning,
-                     LeakedTracerError, ShapeError, TracerConversionError,
+                     CompileWarning, LeakedTracerError, ShapeError, TracerConversionError,
                      UnsupportedOperationError)
 from .gradcheck import GradcheckError, check_grads
 from .graph import Tape
@@ -36,4 +36,5 @@ __all__ = [
     "check_grads", "GradcheckError",
     "BatchDiffError", "TracerConversionError", "UnsupportedOperationError",
     "LeakedTracerError", "ShapeError", "BackendUnavailableError", "CacheError", "CacheWarning",
+    "CompileWarning",
 ]

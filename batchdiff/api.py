@@ -96,8 +96,8 @@ class Transformed(BatchedTransform):
         array([[ 6., 12.]])
         """
         fast = self._fast
-        if fast is not None and out is None and not kwargs and fast.takes(args):
-            return fast(args)
+        if fast is not None and not kwargs and fast.takes(args, out):
+            return fast(args, out)
         if kwargs:
             return self._with_keywords(kwargs)(*args, out=out)
         if any(_has_tracer(a) for a in args):

@@ -14,6 +14,7 @@ array([[2., 4.]])
 from __future__ import annotations
 
 import functools
+import weakref
 
 import numpy as np
 
@@ -151,8 +152,8 @@ class BatchedTransform:
 
         ``args``: the call's own arguments, for ``_Fast`` to learn their signature."""
         name = kernels.resolve(self.backend, batch.xp)
-        if args is not None and out is None and not extra_blocks and batch.xp is np:
-            self._fast = _Fast.of(self, args, prog, batch, name)
+        if args is not None and not extra_blocks and batch.xp is np:
+            self._fast = _Fast.of(self, args, prog, batch, name, out)
         if out is None:
             given = [None] * len(prog.leaves)
             arrays = [_new_leaf(leaf, name, batch) for leaf in prog.leaves]
@@ -171,24 +172,27 @@ class BatchedTransform:
     def __call__(self, *args, out=None):
         """Evaluate on a batch: f's positional arguments (then tangents or a cotangent)."""
         fast = self._fast
-        if out is None and fast is not None and fast.takes(args):
-            return fast(args)
+        if fast is not None and fast.takes(args, out):
+            return fast(args, out)
         return self._run(*self._prepare(args), out, args)
 
 
 class _Fast:
     """A transform's call on arguments of the signature its last call had: the same
     types, shapes and dtypes, given the same way (NumPy arrays of the batch's float
-    dtype, without ``out=``, tangents or cotangents). What the first call of that
-    signature checked and laid out holds for these: the program, the input blocks'
-    shapes, the back end and the results' layout. So such a call reshapes its arrays,
-    allocates its results and runs the kernel, nothing else.
+    dtype, no tangents or cotangents), and no ``out=`` or the same one array again.
+    What the first call of that signature checked and laid out holds for these: the
+    program, the input blocks' shapes, the back end and the results' layout. So such a
+    call reshapes its arrays, allocates its results (or reuses ``out``) and runs the
+    kernel, nothing else. ``out`` is held by a weak reference: a buffer the caller
+    drops is not kept alive here.
     """
-    __slots__ = ("signature", "run")
+    __slots__ = ("signature", "out", "run")
 
     @classmethod
-    def of(cls, transform, args, prog, batch, name):
-        """The fast call of ``args``' signature, or None where it does not apply."""
+    def of(cls, transform, args, prog, batch, name, out=None):
+        """The fast call of ``args``' (and ``out``'s) signature, or None where it does not
+        apply."""
         if prog.captured or len(args) != len(batch.blocks):
             return None
         signature, layout = [], []
@@ -202,15 +206,28 @@ class _Fast:
             else:
                 return None
             signature.append(a.shape)
-        fast = cls()
-        fast.signature = (tuple(signature), batch.dtype)
         size, dtype, leaves = batch.size, batch.dtype, prog.leaves
+        if out is not None and not (
+                len(leaves) == 1 and leaves[0].pattern is None and type(out) is np.ndarray
+                and _unpack(transform.kind, prog.results, transform.single,
+                            lambda leaf: leaf) is leaves[0]
+                and out.dtype == dtype and out.shape == (size,) + leaves[0].shape
+                and out.flags.c_contiguous and out.flags.writeable):
+            return None
+        fast = cls()
+        fast.signature = (tuple(signature), dtype)
+        fast.out = None if out is None else weakref.ref(out)
         kind, results, single = transform.kind, prog.results, transform.single
         executable, method, shapes = prog.executable, transform.method, batch.shapes
+        width = leaves[0].width
 
-        def run(arrays):
+        def run(arrays, out):
             blocks = [a.reshape(rows) for a, rows in zip(arrays, layout)]
             call = batching.Batch(size, shapes, blocks, dtype, np)
+            if out is not None:
+                kernels.execute(executable, blocks, call, [out.reshape(size, width)], name,
+                                method, fresh=False)
+                return out
             fresh = [_new_leaf(leaf, name, call) for leaf in leaves]
             kernels.execute(executable, blocks, call,
                             [outputs.rows(a, leaf.width, np) for a, leaf in zip(fresh, leaves)],
@@ -220,17 +237,24 @@ class _Fast:
         fast.run = run
         return fast
 
-    def takes(self, args) -> bool:
+    def takes(self, args, out=None) -> bool:
+        """Whether a call on ``args`` (into ``out``) has this signature."""
         shapes, dtype = self.signature
         if len(args) != len(shapes):
+            return False
+        if out is not None and (self.out is None or self.out() is not out):
+            return False
+        if out is None and self.out is not None:
             return False
         for a, shape in zip(args, shapes):
             if type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype:
                 return False
+            if out is not None and np.may_share_memory(a, out):
+                return False                 # the full path says why that cannot be
         return True
 
-    def __call__(self, args):
-        return self.run(args)
+    def __call__(self, args, out=None):
+        return self.run(args, out)
 
 
 def _new_leaf(leaf, name, batch):

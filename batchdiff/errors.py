@@ -129,3 +129,20 @@ class CacheWarning(UserWarning):
     >>> G.shape
     (4, 2)
     """
+
+
+class CompileWarning(UserWarning):
+    """A call with ``method="compiled"`` (or ``"replay"``) is about to wait for a compile
+    of more than a few seconds (``kernels.cache.LONG_COMPILE_SECONDS``): it says what,
+    and about how long. ``method="auto"`` never waits: it logs the same at INFO on the
+    ``batchdiff`` logger and answers with what is ready meanwhile.
+
+    It is given once per kernel. To silence it:
+
+    >>> import warnings, numpy as np, batchdiff as bd
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", bd.CompileWarning)
+    ...     G = bd.grad(lambda v: np.sum(v ** 2), method="compiled")(np.ones((4, 2)))
+    >>> G.shape
+    (4, 2)
+    """

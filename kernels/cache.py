@@ -60,6 +60,34 @@ _no_compile: set = set()  # modules being loaded by load(wait=False)
 _compiles: dict = {}     # module name -> compiles of its functions in this process
 
 
+LONG_COMPILE_SECONDS = 5.0    # a compile expected to take longer is announced, once
+_announced: set = set()
+
+
+def announce_compile(name: str, what: str, seconds: float, meanwhile: str | None = None):
+    """Say once per module ``name`` that compiling ``what`` starts and takes about
+    ``seconds``, if that is more than ``LONG_COMPILE_SECONDS``: a log record at INFO,
+    naming what answers ``meanwhile`` (a background compile); without ``meanwhile`` the
+    caller waits for it, and a ``CompileWarning`` says so too."""
+    if seconds < LONG_COMPILE_SECONDS or name in _announced:
+        return
+    _announced.add(name)
+    text = f"batchdiff is compiling {what}: about {seconds:.0f} s on a 2-core machine"
+    if meanwhile is not None:
+        log.info("%s, in the background; %s answers meanwhile", text, meanwhile)
+        return
+    log.info("%s; the call waits for it", text)
+    import warnings
+    from batchdiff.errors import CompileWarning
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+            "batchdiff"):
+        level, frame = level + 1, frame.f_back     # point at the user's call
+    warnings.warn(f"{text}; this call waits for it (method='auto' would answer with what "
+                  "is ready meanwhile and compile in the background)", CompileWarning,
+                  stacklevel=level)
+
+
 class NotReady(Exception):
     """The kernel is not compiled on disk, and the caller would not wait for a compile."""
 

@@ -161,6 +161,11 @@ def kernel_module(tape, dtype, sources, widths, wait: bool = True):
     module = _kernels.get(key)
     if module is None:
         text = print_kernel(tape, dtype, sources, widths)
+        if wait:
+            name = cache.module_name(text, PREFIX)
+            if not cache.is_ready(name, dtype):
+                cache.announce_compile(name, f"the kernel of a tape of {tape.num_ops:,} "
+                                       "instructions", compile_seconds(tape, widths))
         module = _kernels[key] = cache.load(text, PREFIX, dtype, compile_for, wait)
     return module
 

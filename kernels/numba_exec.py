@@ -118,8 +118,10 @@ def entry(key) -> Entry:
     return found
 
 
-def _ready_or_start(name, dtype, source) -> bool:
-    """Whether ``name`` can be loaded now; if not, start compiling it in the background.
+def _ready_or_start(name, dtype, source, what="", seconds=0.0, meanwhile="") -> bool:
+    """Whether ``name`` can be loaded now; if not, start compiling it in the background
+    (announced, ``cache.announce_compile``, as ``what``, taking about ``seconds``, while
+    ``meanwhile`` answers).
 
     ``source()`` gives its source, needed only to start a compile.
     """
@@ -127,6 +129,7 @@ def _ready_or_start(name, dtype, source) -> bool:
         return True
     if warmup.enabled():
         warmup.start(name, dtype, source)
+        cache.announce_compile(name, what, seconds, meanwhile)
         return False
     return True          # no background compiles: compile in this process when needed
 
@@ -150,9 +153,13 @@ class _Race:
     Straight-line compiled code is fastest for wide tapes, but on a deep chain of
     dependent ops it waits on each op's latency, where replay (one op over a block of
     points at a time) keeps the pipelines full and can be twice as fast. So once both
-    are ready, calls alternate until each executor has ``SAMPLES`` timings, and the
-    faster one runs from then on. Each is judged by its fastest call: noise (a first
-    call loading code) only ever adds time.
+    are ready, each executor is timed until it has ``SAMPLES`` timings, and the faster
+    one runs from then on. Each is judged by its fastest run: noise (a first call
+    loading code) only ever adds time. A call of at least ``SLICED_POINTS`` points
+    times both on a slice of ``MIN_POINTS`` points each (``_race_slices``) and runs
+    the rest on the one ahead, so a user's large call never runs on the slower one
+    just to time it; smaller calls alternate, and calls below ``MIN_POINTS`` run the
+    compiled kernel, whose call costs less.
 
     Calls that write fresh memory (a result allocated for the call: every store
     page-faults) and calls that write a reused ``out=`` buffer are timed apart, as
@@ -162,10 +169,22 @@ class _Race:
     """
     SAMPLES = 3
     MIN_POINTS = 4096        # smaller calls are not timed: overheads would decide
+    SLICED_POINTS = 4 * MIN_POINTS
 
     def __init__(self):
         self.times = {fresh: {"replay": [], "compiled": []} for fresh in (True, False)}
         self.winner = None
+        self.compiled_first = False      # which executor times its slice first: in turn
+
+    def leader(self, fresh: bool = True) -> str:
+        """The executor ahead so far (``pick``'s where neither has a timing)."""
+        if self.winner is not None:
+            return self.winner
+        times = self.times[fresh]
+        timed = [m for m in times if times[m]]
+        if not timed:
+            return self.pick(fresh)
+        return min(timed, key=lambda m: min(times[m]))
 
     def pick(self, fresh: bool = True, batch_size: int | None = None) -> str:
         if self.winner is not None:
@@ -264,7 +283,9 @@ def _look(state, tape, dtype, sources, widths, now):
     state.generation = warmup.generation
     try:
         state.replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
-            numba_replay.module_name(), dtype, numba_replay.replay_source)
+            numba_replay.module_name(), dtype, numba_replay.replay_source,
+            "the replay interpreter (once per machine)", numba_replay.COMPILE_SECONDS,
+            "the NumPy interpreter")
         state.compiled_ready = numba_compiled.is_loaded(state.key)
         if not state.compiled_ready:
             if state.name is None:
@@ -273,7 +294,10 @@ def _look(state, tape, dtype, sources, widths, now):
                 state.wanted = True
             state.compiled_ready = state.wanted and _ready_or_start(
                 state.name, dtype, lambda: numba_compiled.print_kernel(tape, dtype, sources,
-                                                                       widths))
+                                                                       widths),
+                f"the kernel of a tape of {tape.num_ops:,} instructions",
+                numba_compiled.compile_seconds(tape, widths),
+                "replay" if state.replay_ready else "the NumPy interpreter")
     except CacheError as e:          # what is loaded runs without the disk
         _warn_once(e)
         state.replay_ready = numba_replay.is_loaded(dtype)
@@ -327,18 +351,25 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
         how = _choose(state, batch_size, fresh)
     else:
         how = method
+    done = 0                           # points run on slices to time the executors
     for _ in range(3):
         if how == "numpy":
             break
         try:
-            parallel = _parallel(state, how, batch_size)
+            race = state.race if method == "auto" else None
+            if race is not None and race.winner is None and batch_size >= race.SLICED_POINTS:
+                done = _race_slices(state, race, X, S, outs, fresh)
+                how = race.leader(fresh)
+            rest = batch_size - done
+            parallel = _parallel(state, how, rest)
             module = numba_compiled.loaded(state.key) if how == "compiled" else None
             loaded = module is not None if how == "compiled" else numba_replay.is_loaded(dtype)
             # auto never waits for a compiler unless background compiles are off
             wait = method != "auto" or (not loaded and not warmup.enabled())
-            elapsed = _run(how, state.key, X, S, outs, parallel, wait, module)
+            elapsed = _run(how, state.key, X[done:] if done else X, S,
+                           [o[done:] for o in outs] if done else outs, parallel, wait, module)
             if loaded:                 # a call that loaded its kernel is no timing
-                _timed(state, how, batch_size, elapsed, parallel)
+                _timed(state, how, rest, elapsed, parallel)
             break
         except cache.NotReady:     # not compiled after all: the next look starts its compile
             state.race, state.compiled_ready, state.recheck_at = None, False, 0.0
@@ -354,8 +385,27 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
         evaluate(tape, blocks, batch_size, dtype, outs=outs)
         warmup.start_preload()        # after the call: it would slow it (``warmup.preload``)
         return
-    if method == "auto" and state.race is not None:
+    if method == "auto" and state.race is not None and not done:
         state.race.record(how, elapsed, batch_size, fresh)
+
+
+def _race_slices(state, race, X, S, outs, fresh) -> int:
+    """Run replay and the compiled kernel on ``race.MIN_POINTS`` points each, serially,
+    in turn (which goes first alternates), each writing its own rows of ``outs``, and
+    record their times; the points done. An executor loaded from disk by its slice
+    (never compiled: ``cache.NotReady`` if it is not there) is not timed by it."""
+    n = race.MIN_POINTS
+    order = ("compiled", "replay") if race.compiled_first else ("replay", "compiled")
+    race.compiled_first = not race.compiled_first
+    for k, how in enumerate(order):
+        module = numba_compiled.loaded(state.key) if how == "compiled" else None
+        loaded = module is not None if how == "compiled" else numba_replay.is_loaded(X.dtype)
+        part = slice(k * n, (k + 1) * n)
+        elapsed = _run(how, state.key, X[part], S, [o[part] for o in outs], False, False,
+                       module)
+        if loaded:
+            race.record(how, elapsed, n, fresh)
+    return 2 * n
 
 
 _SOURCES: dict = {}

@@ -39,6 +39,10 @@ BLOCK_BYTES = 32768
 # as benchmarks/replay_math.py compares)
 OWN_MATH = True
 PREFIX = "bdreplay"
+# About how long the interpreter takes to compile, once per machine: it was ready 24 to
+# 26 s after a first call, sharing the 2 cores with a kernel's compile
+# (benchmarks/results/first_call.md)
+COMPILE_SECONDS = 20.0
 # opcodes: frequent ops first (``ops.Op.replay_rank``: the branch chain is walked per
 # instruction), then the others in table order
 OPCODES = {name: k for k, name in enumerate(sorted(
@@ -321,6 +325,9 @@ def interpreter(dtype, wait: bool = True):
 
     ``wait=False`` compiles nothing: ``cache.NotReady`` if it is not compiled on disk.
     """
+    if wait and not is_loaded(dtype) and not cache.is_ready(module_name(), dtype):
+        cache.announce_compile(module_name(), "the replay interpreter (once per machine)",
+                               COMPILE_SECONDS)
     module = cache.load(replay_source(), PREFIX, dtype, compile_for, wait)
     _loaded.update((np.dtype(dtype).name, np.dtype(dtype)))   # by name, and by dtype: quicker
     return module

@@ -327,3 +327,32 @@ def test_random_branching_chains_give_numpys_bits(method, request):
     got, _ = bd.jvp(f, method=_method(method, request))(X, np.ones_like(X))
     np.testing.assert_array_equal(got, want, err_msg=source)
     assert np.array_equal(np.signbit(got), np.signbit(want)), source
+
+
+def test_a_large_call_times_the_executors_on_slices_of_it(monkeypatch):
+    """While replay and the compiled kernel race, a large call runs a slice of points on
+    each (timing both) and the rest on the one ahead: never all of it on the slower
+    one. The results are right whichever executor wrote which rows."""
+    from batchdiff.kernels import numba_exec
+    monkeypatch.setattr(numba_exec._Race, "MIN_POINTS", 64)
+    monkeypatch.setattr(numba_exec._Race, "SLICED_POINTS", 256)
+    f = lambda v: np.sum(np.sin(v) * v[::-1]) * 1.25  # noqa: E731
+    X = np.random.default_rng(8).random((1000, 3))
+    ref = bd.grad(f, backend="numpy")(X)
+    for method in ("replay", "compiled"):          # both loaded in this process
+        bd.grad(f, method=method)(X)
+    g = bd.grad(f)
+    key = (g.tape(X), "float64", (("x", 0), ("x", 1), ("x", 2)), (3,))
+    calls = []
+    real = numba_exec._run
+    monkeypatch.setattr(numba_exec, "_run", lambda how, *a: calls.append((how, len(a[1]))) or
+                        real(how, *a))
+    for k in range(numba_exec._Race.SAMPLES):
+        np.testing.assert_allclose(g(X), ref, rtol=1e-13)
+        race = numba_exec.entry(key).race
+        assert sorted(calls[-3:-1]) == [("compiled", 64), ("replay", 64)]    # the slices
+        assert calls[-1][1] == 1000 - 128                                    # the rest
+        assert all(len(t) == k + 1 for t in race.times[True].values())
+    assert race.winner in ("replay", "compiled")
+    np.testing.assert_allclose(g(X), ref, rtol=1e-13)
+    assert calls[-1] == (race.winner, 1000)          # decided: whole calls on the winner

@@ -482,7 +482,13 @@ def test_repeated_calls_of_one_signature_take_the_short_path():
     assert g._fast is fast
     np.testing.assert_allclose(g(X[:2], w), w * np.cos(X[:2]), rtol=1e-14)   # full path
     out = np.empty_like(X)
-    assert g(X, w, out=out) is out and np.allclose(out, w * np.cos(X))
+    for _ in range(3):                         # a reused buffer: the short path too
+        Y = rng.random((6, 3))
+        assert g(Y, w, out=out) is out
+        np.testing.assert_allclose(out, w * np.cos(Y), rtol=1e-14)
+    assert g._fast.takes((X, w), out) and not g._fast.takes((X, w), np.empty_like(X))
+    with pytest.raises(ValueError, match="overlap|share"):
+        g(out, w, out=out)                     # the full path refuses it, as always
     np.testing.assert_allclose(g(X.astype(np.float32), w.astype(np.float32)),
                                w * np.cos(X), rtol=1e-6)
     copy = pickle.loads(pickle.dumps(g))       # the short path stays in this process
@@ -511,3 +517,33 @@ def test_a_short_tape_called_often_on_few_points_is_compiled(monkeypatch):
     J(y)
     assert numba_exec.entry(key).wanted
     np.testing.assert_allclose(J(y)[0], [[0.7 * c, 0.3 * c], [0.0, np.cos(0.7)]], rtol=1e-14)
+
+
+def test_a_long_compile_says_what_and_how_long_once(monkeypatch, caplog):
+    """method="compiled" waits for its compile: a CompileWarning (and an INFO record)
+    says what it compiles and about how long, once; a background compile logs at INFO
+    what answers meanwhile."""
+    import logging
+    import warnings
+    monkeypatch.setattr(cache, "LONG_COMPILE_SECONDS", 0.0)
+    c = 1 + time.time_ns() % 10**6 / 10**7      # a tape no earlier run compiled
+    f = lambda v: np.sum(np.cos(v * c))  # noqa: E731
+    X = np.random.default_rng(2).random((4, 3))
+    g = bd.grad(f, method="compiled")
+    with caplog.at_level(logging.INFO, logger="batchdiff"):
+        with pytest.warns(bd.CompileWarning, match=r"kernel of a tape of \d+ instructions: "
+                          r"about \d+ s.*this call waits"):
+            np.testing.assert_allclose(g(X), -c * np.sin(X * c), rtol=1e-13)
+    assert any("the call waits for it" in r.getMessage() for r in caplog.records)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bd.CompileWarning)
+        bd.grad(f, method="compiled")(X)           # loaded: nothing to say
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="batchdiff"):
+        cache.announce_compile("bdk_" + "1" * 24, "the kernel of a tape of 9 instructions",
+                               12.0, meanwhile="replay")
+        cache.announce_compile("bdk_" + "1" * 24, "the kernel of a tape of 9 instructions",
+                               12.0, meanwhile="replay")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["batchdiff is compiling the kernel of a tape of 9 instructions: about "
+                    "12 s on a 2-core machine, in the background; replay answers meanwhile"]
