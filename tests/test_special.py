@@ -109,7 +109,9 @@ def test_special_values_as_scipy():
     pairs = np.array([[np.inf, np.inf], [-np.inf, -np.inf], [np.inf, -np.inf],
                       [1000.0, 1000.0], [-1000.0, 3.0], [np.nan, 1.0]])
     got = bd.value_and_grad(lambda t: np.logaddexp(t[0], t[1]), backend="numpy")(pairs)[0]
-    np.testing.assert_array_equal(got, np.logaddexp(pairs[:, 0], pairs[:, 1]))
+    with np.errstate(invalid="ignore"):      # NumPy's own warning at (inf, inf)
+        want = np.logaddexp(pairs[:, 0], pairs[:, 1])
+    np.testing.assert_array_equal(got, want)
     got = bd.value_and_grad(lambda t: sc.xlogy(t[0], t[1]), backend="numpy")(
         np.array([[0.0, 0.0], [0.0, np.nan], [2.0, 0.0], [0.0, 3.0]]))[0]
     np.testing.assert_array_equal(got, [0.0, np.nan, -np.inf, 0.0])
