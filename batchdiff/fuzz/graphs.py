@@ -222,11 +222,11 @@ def random_graph(seed: int) -> RandomGraph:
     """Graph ``seed``: 1 to 12 rules over three variables, 1 to 3 outputs, two points.
 
     >>> from batchdiff import fuzz
-    >>> g = fuzz.random_graph(3)
+    >>> g = fuzz.random_graph(4)
     >>> len(g.points), len(g.outputs)
     (2, 3)
     >>> print(g.source().splitlines()[-1])
-        return np.stack([v15, v11, v5])
+        return np.stack([v11, v9, v4])
     """
     rng = np.random.default_rng(seed)
     nodes = [("var", (), i) for i in range(N_VARS)]
