@@ -152,8 +152,8 @@ class BatchedTransform:
 
         ``args``: the call's own arguments, for ``_Fast`` to learn their signature."""
         name = kernels.resolve(self.backend, batch.xp)
-        if args is not None and not extra_blocks and batch.xp is np:
-            self._fast = _Fast.of(self, args, prog, batch, name, out)
+        if args is not None and batch.xp is np:
+            self._fast = _Fast.of(self, args, prog, batch, extra_blocks, name, out)
         if out is None:
             given = [None] * len(prog.leaves)
             arrays = [_new_leaf(leaf, name, batch) for leaf in prog.leaves]
@@ -190,13 +190,15 @@ class _Fast:
     __slots__ = ("signature", "out", "run")
 
     @classmethod
-    def of(cls, transform, args, prog, batch, name, out=None):
+    def of(cls, transform, args, prog, batch, extra_blocks, name, out=None):
         """The fast call of ``args``' (and ``out``'s) signature, or None where it does not
-        apply."""
-        if prog.captured or len(args) != len(batch.blocks):
+        apply. ``extra_blocks``: the blocks of the tangents or cotangent among ``args``."""
+        blocks = batch.blocks + extra_blocks
+        if prog.captured or len(args) != len(blocks):
             return None
+        shapes = list(batch.shapes) + transform.extra_shapes(batch.shapes, prog.out_shape)
         signature, layout = [], []
-        for a, shape, block in zip(args, batch.shapes, batch.blocks):
+        for a, shape, block in zip(args, shapes, blocks):
             if type(a) is not np.ndarray or a.dtype != batch.dtype:
                 return None
             if a.shape == (batch.size,) + shape:       # per point on axis 0
@@ -220,10 +222,11 @@ class _Fast:
         kind, results, single = transform.kind, prog.results, transform.single
         executable, method, shapes = prog.executable, transform.method, batch.shapes
         width = leaves[0].width
+        n_f = len(batch.blocks)           # f's own blocks, then the extras
 
         def run(arrays, out):
             blocks = [a.reshape(rows) for a, rows in zip(arrays, layout)]
-            call = batching.Batch(size, shapes, blocks, dtype, np)
+            call = batching.Batch(size, shapes, blocks[:n_f], dtype, np)
             if out is not None:
                 kernels.execute(executable, blocks, call, [out.reshape(size, width)], name,
                                 method, fresh=False)

@@ -494,6 +494,10 @@ def test_repeated_calls_of_one_signature_take_the_short_path():
     copy = pickle.loads(pickle.dumps(g))       # the short path stays in this process
     assert copy._fast is None
     np.testing.assert_allclose(copy(X, w), w * np.cos(X), rtol=1e-14)
+    hv = bd.hvp(lambda x: np.sum(x ** 3))     # tangents among the arguments
+    for V in (rng.random((6, 3)), rng.random((6, 3)), rng.random(3)):
+        np.testing.assert_allclose(hv(X, V), 6 * X * V, rtol=1e-14)
+    assert hv._fast.takes((X, np.ones(3))) and not hv._fast.takes((X, np.ones((6, 3))))
     sparse = bd.hessian(lambda x: np.sum(x ** 3), sparse=True)
     for _ in range(2):
         H = sparse(X)
