@@ -177,14 +177,16 @@ class _Race:
         self.compiled_first = False      # which executor times its slice first: in turn
 
     def leader(self, fresh: bool = True) -> str:
-        """The executor ahead so far (``pick``'s where neither has a timing)."""
+        """The executor ahead so far: the compiled kernel unless replay has run faster
+        (until both are timed, the kernel made for the tape is the better bet: replay
+        wins on deep chains only, and loses several-fold on wide tapes)."""
         if self.winner is not None:
             return self.winner
         times = self.times[fresh]
-        timed = [m for m in times if times[m]]
-        if not timed:
-            return self.pick(fresh)
-        return min(timed, key=lambda m: min(times[m]))
+        if times["replay"] and times["compiled"] and min(times["replay"]) < min(
+                times["compiled"]):
+            return "replay"
+        return "compiled"
 
     def pick(self, fresh: bool = True, batch_size: int | None = None) -> str:
         if self.winner is not None:
@@ -241,10 +243,23 @@ def choose(tape, batch_size, dtype, sources, method="auto", widths=None, fresh=T
     """
     if method != "auto":
         return method
-    if warmup.preloading():           # kernels are loading: wait for them, then use them
-        warmup.wait_preload()
+    _wait_for_loading()
     widths = (len(tape.outputs),) if widths is None else tuple(widths)
     return _choose(entry((tape, dtype_name(dtype), sources, widths)), batch_size, fresh)
+
+
+def _wait_for_loading():
+    """Wait for kernels loading in a thread (``warmup.preload``), to use them, where
+    nothing is loaded yet in this process (else the call runs what is loaded).
+
+    Running the call on the NumPy interpreter meanwhile would not wait, but the
+    interpreter's calls take the GIL from the loader, which then finishes several
+    times later: a loop of 20 calls of the 2-link arm's Jacobian (B = 10^5, warm cache,
+    a fresh process) ran 18 of them on NumPy at 5 to 115 ms, where waiting costs the
+    second call 0.3 s once and the rest run at 0.5 ms (``python
+    benchmarks/call_sequence.py``)."""
+    if warmup.preloading() and not cache.any_built():
+        warmup.wait_preload()
 
 
 def _choose(state, batch_size, fresh) -> str:
@@ -270,6 +285,9 @@ def _choose(state, batch_size, fresh) -> str:
         return "numpy"
     if compiled_ready:
         if not replay_ready:
+            return "compiled"
+        if not numba_replay.is_loaded(dtype):      # race once it is loaded, in a thread
+            warmup.preload(lambda: numba_replay.interpreter(dtype, wait=False))
             return "compiled"
         state.race = _Race()
         return state.race.pick(fresh, batch_size)
@@ -346,8 +364,7 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
     widths = tuple(o.shape[1] for o in outs)
     state = entry((tape, dtype_name(dtype), sources, widths))
     if method == "auto":
-        if warmup.preloading():       # kernels are loading: wait for them, then use them
-            warmup.wait_preload()
+        _wait_for_loading()
         how = _choose(state, batch_size, fresh)
     else:
         how = method
@@ -387,6 +404,7 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
         return
     if method == "auto" and state.race is not None and not done:
         state.race.record(how, elapsed, batch_size, fresh)
+    warmup.start_preload()            # what this call found to load, after it
 
 
 def _race_slices(state, race, X, S, outs, fresh) -> int:
