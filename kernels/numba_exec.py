@@ -254,10 +254,10 @@ def _wait_for_loading():
 
     Running the call on the NumPy interpreter meanwhile would not wait, but the
     interpreter's calls take the GIL from the loader, which then finishes several
-    times later: a loop of 20 calls of the 2-link arm's Jacobian (B = 10^5, warm cache,
-    a fresh process) ran 18 of them on NumPy at 5 to 115 ms, where waiting costs the
-    second call 0.3 s once and the rest run at 0.5 ms (``python
-    benchmarks/call_sequence.py``)."""
+    times later: in a loop of the 2-link arm's Jacobian (B = 10^5, warm cache, a fresh
+    process) 18 of the first 20 calls ran on NumPy, where waiting costs the second
+    call 0.3 s once and the rest run the kernel (``benchmarks/results/call_sequence.md``
+    has the calls as they are)."""
     if warmup.preloading() and not cache.any_built():
         warmup.wait_preload()
 
@@ -410,16 +410,18 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
 def _race_slices(state, race, X, S, outs, fresh) -> int:
     """Run replay and the compiled kernel on ``race.MIN_POINTS`` points each, serially,
     in turn (which goes first alternates), each writing its own rows of ``outs``, and
-    record their times; the points done. An executor loaded from disk by its slice
-    (never compiled: ``cache.NotReady`` if it is not there) is not timed by it."""
+    record their times; the points done. An executor loaded from disk by its slice is
+    not timed by it; one not compiled on disk raises ``cache.NotReady``, unless
+    background compiles are off (then it is compiled here, as every executor is)."""
     n = race.MIN_POINTS
+    wait = not warmup.enabled()
     order = ("compiled", "replay") if race.compiled_first else ("replay", "compiled")
     race.compiled_first = not race.compiled_first
     for k, how in enumerate(order):
         module = numba_compiled.loaded(state.key) if how == "compiled" else None
         loaded = module is not None if how == "compiled" else numba_replay.is_loaded(X.dtype)
         part = slice(k * n, (k + 1) * n)
-        elapsed = _run(how, state.key, X[part], S, [o[part] for o in outs], False, False,
+        elapsed = _run(how, state.key, X[part], S, [o[part] for o in outs], False, wait,
                        module)
         if loaded:
             race.record(how, elapsed, n, fresh)

@@ -356,3 +356,23 @@ def test_a_large_call_times_the_executors_on_slices_of_it(monkeypatch):
     assert race.winner in ("replay", "compiled")
     np.testing.assert_allclose(g(X), ref, rtol=1e-13)
     assert calls[-1] == (race.winner, 1000)          # decided: whole calls on the winner
+
+
+def test_the_race_compiles_in_the_call_when_background_compiles_are_off(monkeypatch):
+    """With BATCHDIFF_BACKGROUND_COMPILE=0 a kernel not on disk is compiled by the call
+    that first wants it, also on a raced call's slice: never a fall back to NumPy."""
+    import time
+    from batchdiff.kernels import numba_exec
+    monkeypatch.setenv("BATCHDIFF_BACKGROUND_COMPILE", "0")
+    monkeypatch.setattr(numba_exec._Race, "MIN_POINTS", 64)
+    monkeypatch.setattr(numba_exec._Race, "SLICED_POINTS", 256)
+    monkeypatch.setattr(numba_exec, "COMPILE_MIN_POINTS", 1)
+    c = 1 + time.time_ns() % 10**6 / 10**7       # a tape no earlier run compiled
+    f = lambda v: np.sum(np.cos(v) * v[::-1]) * c  # noqa: E731
+    X = np.random.default_rng(9).random((1000, 3))
+    bd.grad(f, method="replay")(X)                # replay loaded
+    ran = []
+    monkeypatch.setattr(numba_exec, "evaluate", lambda *a, **k: ran.append("numpy"))
+    np.testing.assert_allclose(bd.grad(f)(X), bd.grad(f, backend="numpy")(X), rtol=1e-12,
+                               atol=1e-14)
+    assert ran == []
