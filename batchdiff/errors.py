@@ -132,10 +132,11 @@ class CacheWarning(UserWarning):
 
 
 class CompileWarning(UserWarning):
-    """A call with ``method="compiled"`` (or ``"replay"``) is about to wait for a compile
-    of more than a few seconds (``kernels.cache.LONG_COMPILE_SECONDS``): it says what,
-    and about how long. ``method="auto"`` never waits: it logs the same at INFO on the
-    ``batchdiff`` logger and answers with what is ready meanwhile.
+    """A call with ``method="compiled"`` (or ``"replay"``, or any method where
+    ``BATCHDIFF_BACKGROUND_COMPILE=0``) is about to wait for a compile of more than a
+    few seconds (``kernels.cache.LONG_COMPILE_SECONDS``): it says what, and about how
+    long. ``method="auto"`` with background compiles never waits: it logs the same at
+    INFO on the ``batchdiff`` logger and answers with what is ready meanwhile.
 
     It is given once per kernel. To silence it:
 

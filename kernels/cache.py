@@ -83,9 +83,11 @@ def announce_compile(name: str, what: str, seconds: float, meanwhile: str | None
     while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
             "batchdiff"):
         level, frame = level + 1, frame.f_back     # point at the user's call
-    warnings.warn(f"{text}; this call waits for it (method='auto' would answer with what "
-                  "is ready meanwhile and compile in the background)", CompileWarning,
-                  stacklevel=level)
+    why = ("BATCHDIFF_BACKGROUND_COMPILE=0 compiles in the calling process"
+           if os.environ.get("BATCHDIFF_BACKGROUND_COMPILE", "1") == "0" else
+           "method='auto' would answer with what is ready meanwhile and compile in the "
+           "background")
+    warnings.warn(f"{text}; this call waits for it ({why})", CompileWarning, stacklevel=level)
 
 
 class NotReady(Exception):

@@ -536,7 +536,8 @@ def test_a_long_compile_says_what_and_how_long_once(monkeypatch, caplog):
     g = bd.grad(f, method="compiled")
     with caplog.at_level(logging.INFO, logger="batchdiff"):
         with pytest.warns(bd.CompileWarning, match=r"kernel of a tape of \d+ instructions: "
-                          r"about \d+ s.*this call waits"):
+                          r"about \d+ s.*this call waits for it \(BATCHDIFF_BACKGROUND_"
+                          r"COMPILE=0 compiles in the calling process\)"):
             np.testing.assert_allclose(g(X), -c * np.sin(X * c), rtol=1e-13)
     assert any("the call waits for it" in r.getMessage() for r in caplog.records)
     with warnings.catch_warnings():
