@@ -199,9 +199,14 @@ _SPLIT = 134217729.0                   # 2^27 + 1: Veltkamp's split into 26-bit 
 _SQRT1_2_HI = 0.70710676908493042      # _SQRT1_2's high 26 bits
 _SQRT1_2_MID = _SQRT1_2 - _SQRT1_2_HI
 _ERFC_SLOPE = -2.0 / math.sqrt(math.pi)
-_LOG_NDTR_FAR = -30.0     # below it the asymptotic series; erfc underflows near -37.5
-# log(1 - 1/x^2 + 3/x^4 - ...): the series' coefficients (-1)^k (2k - 1)!!
-_MILLS = (1.0, -1.0, 3.0, -15.0, 105.0, -945.0, 10395.0)
+# below it the asymptotic series: from -12 on erfc's value would be subnormal in float32
+# (and 0 from -13.5); there 17 terms leave an error of 31!!/12^32, 5e-18 of the value
+_LOG_NDTR_FAR = -12.0
+# log(1 - 1/x^2 + 3/x^4 - ...): the series' coefficients (-1)^k (2k - 1)!!, k = 0 ... 16
+_MILLS = (
+    1.0, -1.0, 3.0, -15.0, 105.0, -945.0, 10395.0, -135135.0, 2027025.0, -34459425.0,
+    654729075.0, -13749310575.0, 316234143225.0, -7905853580625.0, 213458046676875.0,
+    -6190283353629375.0, 1.9189878396251062e+17)
 
 
 def _erfc_scaled_argument(x):
@@ -226,7 +231,7 @@ def ndtr(x):
 
 def log_ndtr(x):
     """log of the standard normal CDF: log1p of -erfc / 2 above -1, log of erfc / 2 down
-    to -30, then -x²/2 - log(-x sqrt(2 pi)) + log of the asymptotic series."""
+    to -12, then -x²/2 - log(-x sqrt(2 pi)) + log of the asymptotic series."""
     upper = x > -1.0
     far = x < _LOG_NDTR_FAR
     xu = _where(upper, x, 0.0)
@@ -240,14 +245,17 @@ def log_ndtr(x):
 
 
 def xlogy(x, y):
-    """x log y, 0 where x = 0 (unless y is NaN), as ``scipy.special.xlogy``."""
-    zero = (x == 0.0) * (y == y)
+    """x log y, 0 where x = 0 (unless y is NaN), as ``scipy.special.xlogy``. For y > 0
+    that is x log y itself, whose derivative in x is log y, at x = 0 too; only where
+    log y is not finite (y <= 0) does x = 0 take the value 0 (and derivatives 0)."""
+    zero = (x == 0.0) * (y <= 0.0)
     return _where(zero, 0.0, x * _log(_where(zero, 1.0, y)))
 
 
 def xlog1py(x, y):
-    """x log1p(y), 0 where x = 0 (unless y is NaN)."""
-    zero = (x == 0.0) * (y == y)
+    """x log1p(y), 0 where x = 0 (unless y is NaN); as ``xlogy``, the override is where
+    log1p y is not finite (y <= -1)."""
+    zero = (x == 0.0) * (y <= -1.0)
     return _where(zero, 0.0, x * _log1p(_where(zero, 0.0, y)))
 
 

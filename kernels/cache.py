@@ -72,7 +72,7 @@ def announce_compile(name: str, what: str, seconds: float, meanwhile: str | None
     if seconds < LONG_COMPILE_SECONDS or name in _announced:
         return
     _announced.add(name)
-    text = f"batchdiff is compiling {what}: about {seconds:.0f} s on a 2-core machine"
+    text = f"batchdiff is compiling {what}: estimated {seconds:.0f} s on a 2-core machine"
     if meanwhile is not None:
         log.info("%s, in the background; %s answers meanwhile", text, meanwhile)
         return

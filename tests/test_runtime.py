@@ -536,7 +536,7 @@ def test_a_long_compile_says_what_and_how_long_once(monkeypatch, caplog):
     g = bd.grad(f, method="compiled")
     with caplog.at_level(logging.INFO, logger="batchdiff"):
         with pytest.warns(bd.CompileWarning, match=r"kernel of a tape of \d+ instructions: "
-                          r"about \d+ s.*this call waits for it \(BATCHDIFF_BACKGROUND_"
+                          r"estimated \d+ s.*this call waits for it \(BATCHDIFF_BACKGROUND_"
                           r"COMPILE=0 compiles in the calling process\)"):
             np.testing.assert_allclose(g(X), -c * np.sin(X * c), rtol=1e-13)
     assert any("the call waits for it" in r.getMessage() for r in caplog.records)
@@ -550,5 +550,5 @@ def test_a_long_compile_says_what_and_how_long_once(monkeypatch, caplog):
         cache.announce_compile("bdk_" + "1" * 24, "the kernel of a tape of 9 instructions",
                                12.0, meanwhile="replay")
     said = [r.getMessage() for r in caplog.records]
-    assert said == ["batchdiff is compiling the kernel of a tape of 9 instructions: about "
+    assert said == ["batchdiff is compiling the kernel of a tape of 9 instructions: estimated "
                     "12 s on a 2-core machine, in the background; replay answers meanwhile"]

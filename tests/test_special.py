@@ -78,6 +78,10 @@ DERIVATIVES = {
     "log_ndtr": (sc.log_ndtr, _log_ndtr, [-45.0, -20.0, -3.0, -0.5, 0.0, 4.0]),
     "xlogy": (lambda t: sc.xlogy(1.5 + t * t, 2.0 + t), lambda v: (1.5 + v * v) * mp.log(2 + v),
               [-1.0, 0.0, 0.5, 3.0]),
+    "xlogy_at_x0": (lambda t: sc.xlogy(t, 0.5 + t * t), lambda v: v * mp.log(0.5 + v * v),
+                    [0.0, 0.3]),         # d/dx at x = 0 is log y (found by the fuzzer)
+    "xlog1py_at_x0": (lambda t: sc.xlog1py(t, 0.5 + t * t), lambda v: v * mp.log1p(0.5 + v * v),
+                      [0.0, -0.4]),
     "logaddexp2": (lambda t: np.logaddexp2(t, 1.0 - t),
                    lambda v: mp.log(2 ** v + 2 ** (1 - v)) / mp.log(2), [-3.0, 0.5, 0.0, 4.0]),
     "polygamma_2": (lambda t: bd.special.polygamma(2, t), lambda v: mp.polygamma(2, v),

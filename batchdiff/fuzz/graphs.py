@@ -120,6 +120,16 @@ RULES = {
     "erfc": Rule(1, "scipy.special.erfc({0})", lambda p, a: mp.erfc(a)),
     "gammaln": Rule(1, "scipy.special.gammaln({p} + {0} * {0})",
                     lambda p, a: mp.loggamma(p + a * a), (0.25, 1.5), weight=0.5),
+    # special functions written in primitive ops (batchdiff.special): their branches
+    "digamma": Rule(1, "scipy.special.psi({p} + {0} * {0})", lambda p, a: mp.digamma(p + a * a),
+                    (0.25, 1.5), weight=0.4),
+    "logaddexp": Rule(2, "np.logaddexp({0}, {1})", lambda p, a, b: mp.log(mp.exp(a) + mp.exp(b)),
+                      weight=0.4),
+    "expit": Rule(1, "scipy.special.expit({0})", lambda p, a: 1 / (1 + mp.exp(-a)), weight=0.4),
+    "log_ndtr": Rule(1, "scipy.special.log_ndtr({p} * {0})", lambda p, a: mp.log(mp.ncdf(p * a)),
+                     (1.0, 4.0), weight=0.4),
+    "xlogy": Rule(2, "scipy.special.xlogy({0}, {p} + {1} * {1})",
+                  lambda p, a, b: a * mp.log(p + b * b), (0.25, 1.0), weight=0.3),
     "hypot": Rule(2, "np.hypot({0}, {1})", lambda p, a, b: mp.hypot(a, b),
                   kink=lambda p, a, b: mp.hypot(a, b)),
     "abs": Rule(1, "np.abs({0})", lambda p, a: abs(a), kink=lambda p, a: abs(a)),
@@ -226,7 +236,7 @@ def random_graph(seed: int) -> RandomGraph:
     >>> len(g.points), len(g.outputs)
     (2, 3)
     >>> print(g.source().splitlines()[-1])
-        return np.stack([v11, v9, v4])
+        return np.stack([v12, v8, v4])
     """
     rng = np.random.default_rng(seed)
     nodes = [("var", (), i) for i in range(N_VARS)]
