@@ -79,15 +79,22 @@ def announce_compile(name: str, what: str, seconds: float, meanwhile: str | None
     log.info("%s; the call waits for it", text)
     import warnings
     from batchdiff.errors import CompileWarning
-    level, frame = 2, sys._getframe(1)
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
-            "batchdiff"):
-        level, frame = level + 1, frame.f_back     # point at the user's call
     why = ("BATCHDIFF_BACKGROUND_COMPILE=0 compiles in the calling process"
            if os.environ.get("BATCHDIFF_BACKGROUND_COMPILE", "1") == "0" else
            "method='auto' would answer with what is ready meanwhile and compile in the "
            "background")
-    warnings.warn(f"{text}; this call waits for it ({why})", CompileWarning, stacklevel=level)
+    warnings.warn(f"{text}; this call waits for it ({why})", CompileWarning,
+                  stacklevel=user_stacklevel())
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of ``warnings.warn`` that points at the user's call: the first
+    frame, from the caller of the function warning, outside the batchdiff package."""
+    level, frame = 2, sys._getframe(2)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+            "batchdiff"):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 class NotReady(Exception):

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import threading
 import time
 import warnings
@@ -118,10 +117,10 @@ def entry(key) -> Entry:
     return found
 
 
-def _ready_or_start(name, dtype, source, what="", seconds=0.0, meanwhile="") -> bool:
+def _ready_or_start(name, dtype, source, what="", seconds=lambda: 0.0, meanwhile="") -> bool:
     """Whether ``name`` can be loaded now; if not, start compiling it in the background
-    (announced, ``cache.announce_compile``, as ``what``, taking about ``seconds``, while
-    ``meanwhile`` answers).
+    (announced, ``cache.announce_compile``, as ``what``, taking about ``seconds()``,
+    while ``meanwhile`` answers).
 
     ``source()`` gives its source, needed only to start a compile.
     """
@@ -129,7 +128,7 @@ def _ready_or_start(name, dtype, source, what="", seconds=0.0, meanwhile="") -> 
         return True
     if warmup.enabled():
         warmup.start(name, dtype, source)
-        cache.announce_compile(name, what, seconds, meanwhile)
+        cache.announce_compile(name, what, seconds(), meanwhile)
         return False
     return True          # no background compiles: compile in this process when needed
 
@@ -139,12 +138,8 @@ def _warn_once(error: CacheError):
     if error.directory in _warned:
         return
     _warned.add(error.directory)
-    level, frame = 2, sys._getframe(1)
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
-            "batchdiff"):
-        level, frame = level + 1, frame.f_back     # point at the user's call
     warnings.warn(f"{error} Until then method='auto' runs what is loaded in this process, "
-                  "or the NumPy interpreter.", CacheWarning, stacklevel=level)
+                  "or the NumPy interpreter.", CacheWarning, stacklevel=cache.user_stacklevel())
 
 
 class _Race:
@@ -302,8 +297,7 @@ def _look(state, tape, dtype, sources, widths, now):
     try:
         state.replay_ready = numba_replay.is_loaded(dtype) or _ready_or_start(
             numba_replay.module_name(), dtype, numba_replay.replay_source,
-            "the replay interpreter (once per machine)", numba_replay.COMPILE_SECONDS,
-            "the NumPy interpreter")
+            numba_replay.WHAT, lambda: numba_replay.COMPILE_SECONDS, "the NumPy interpreter")
         state.compiled_ready = numba_compiled.is_loaded(state.key)
         if not state.compiled_ready:
             if state.name is None:
@@ -314,7 +308,7 @@ def _look(state, tape, dtype, sources, widths, now):
                 state.name, dtype, lambda: numba_compiled.print_kernel(tape, dtype, sources,
                                                                        widths),
                 f"the kernel of a tape of {tape.num_ops:,} instructions",
-                numba_compiled.compile_seconds(tape, widths),
+                lambda: numba_compiled.compile_seconds(tape, widths),
                 "replay" if state.replay_ready else "the NumPy interpreter")
     except CacheError as e:          # what is loaded runs without the disk
         _warn_once(e)
@@ -379,8 +373,7 @@ def execute(tape, blocks, batch_size, dtype, outs, method="auto", fresh=True):
                 how = race.leader(fresh)
             rest = batch_size - done
             parallel = _parallel(state, how, rest)
-            module = numba_compiled.loaded(state.key) if how == "compiled" else None
-            loaded = module is not None if how == "compiled" else numba_replay.is_loaded(dtype)
+            module, loaded = _loaded(state, how, dtype)
             # auto never waits for a compiler unless background compiles are off
             wait = method != "auto" or (not loaded and not warmup.enabled())
             elapsed = _run(how, state.key, X[done:] if done else X, S,
@@ -418,8 +411,7 @@ def _race_slices(state, race, X, S, outs, fresh) -> int:
     order = ("compiled", "replay") if race.compiled_first else ("replay", "compiled")
     race.compiled_first = not race.compiled_first
     for k, how in enumerate(order):
-        module = numba_compiled.loaded(state.key) if how == "compiled" else None
-        loaded = module is not None if how == "compiled" else numba_replay.is_loaded(X.dtype)
+        module, loaded = _loaded(state, how, X.dtype)
         part = slice(k * n, (k + 1) * n)
         elapsed = _run(how, state.key, X[part], S, [o[part] for o in outs], False, wait,
                        module)
@@ -428,17 +420,23 @@ def _race_slices(state, race, X, S, outs, fresh) -> int:
     return 2 * n
 
 
-_SOURCES: dict = {}
+def _loaded(state, how, dtype):
+    """(the compiled kernel's module or None, whether ``how`` is loaded in this process)."""
+    if how == "compiled":
+        module = numba_compiled.loaded(state.key)
+        return module, module is not None
+    return None, numba_replay.is_loaded(dtype)
+
+
+_sources = bounded.LRU(bounded.MAX_TAPES)
 
 
 def _sources_of(blocks, batch_size) -> tuple:
     """``layout.sources_of`` as a tuple, memoised by the blocks' widths and sharing."""
     shape = tuple((b.shape[1], b.shape[0] == 1 and batch_size != 1) for b in blocks)
-    found = _SOURCES.get(shape)
+    found = _sources.get(shape)
     if found is None:
-        if len(_SOURCES) > bounded.MAX_TAPES:
-            _SOURCES.clear()
-        found = _SOURCES[shape] = tuple(layout.sources_of(blocks, batch_size))
+        found = _sources[shape] = tuple(layout.sources_of(blocks, batch_size))
     return found
 
 

@@ -43,6 +43,7 @@ PREFIX = "bdreplay"
 # 26 s after a first call, sharing the 2 cores with a kernel's compile
 # (benchmarks/results/first_call.md)
 COMPILE_SECONDS = 20.0
+WHAT = "the replay interpreter (once per machine)"      # as compile notices name it
 # opcodes: frequent ops first (``ops.Op.replay_rank``: the branch chain is walked per
 # instruction), then the others in table order
 OPCODES = {name: k for k, name in enumerate(sorted(
@@ -325,9 +326,10 @@ def interpreter(dtype, wait: bool = True):
 
     ``wait=False`` compiles nothing: ``cache.NotReady`` if it is not compiled on disk.
     """
-    if wait and not is_loaded(dtype) and not cache.is_ready(module_name(), dtype):
-        cache.announce_compile(module_name(), "the replay interpreter (once per machine)",
-                               COMPILE_SECONDS)
+    if wait and not is_loaded(dtype):
+        name = module_name()
+        if not cache.is_ready(name, dtype):
+            cache.announce_compile(name, WHAT, COMPILE_SECONDS)
     module = cache.load(replay_source(), PREFIX, dtype, compile_for, wait)
     _loaded.update((np.dtype(dtype).name, np.dtype(dtype)))   # by name, and by dtype: quicker
     return module
